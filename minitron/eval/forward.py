@@ -1,0 +1,77 @@
+"""Forward passes through a sharded ``GPTModel`` with Megatron-Core's pipeline schedules.
+
+The same call runs at any TP/PP: Megatron's ``get_forward_backward_func`` moves activations between
+pipeline stages; the results appear on the last stage, where ``on_output`` is called per micro-batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+import torch
+
+# on_output(micro_batch, output) with output = logits [b, s, vocab/tp] or per-token loss [b, s]
+OutputHook = Callable[[dict, torch.Tensor], None]
+
+
+def _position_ids(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
+
+
+def forward_only(
+    model,
+    micro_batches: Iterable[dict],
+    num_micro_batches: int,
+    seq_length: int,
+    micro_batch_size: int,
+    on_output: OutputHook,
+    with_labels: bool,
+) -> None:
+    """Run ``num_micro_batches`` micro-batches ``{"tokens": [b, s], "labels": [b, s]?}`` forward.
+
+    With ``with_labels`` the model returns the per-token cross-entropy ``[b, s]`` (vocab-parallel,
+    never gathering the vocabulary); otherwise this TP rank's logits ``[b, s, vocab / tp]``.
+    """
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    device = next(model.parameters()).device
+    iterator = iter(micro_batches)
+
+    def forward_step(data_iterator, step_model):
+        batch = next(data_iterator)
+        tokens = batch["tokens"].to(device)
+        labels = batch["labels"].to(device) if with_labels else None
+        output = step_model(tokens, _position_ids(tokens), None, labels=labels)
+
+        def collect(output_tensor):
+            on_output(batch, output_tensor)
+            return output_tensor.new_zeros(()), {}
+
+        return output, collect
+
+    with torch.no_grad():
+        get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iterator,
+            model=[model],
+            num_microbatches=num_micro_batches,
+            seq_length=seq_length,
+            micro_batch_size=micro_batch_size,
+            forward_only=True,
+        )
+
+
+def full_logits(model, tokens: torch.Tensor) -> Optional[torch.Tensor]:
+    """Logits ``[b, s, vocab]`` (gathered over TP) for one batch; None on ranks other than the last stage."""
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    collected = []
+
+    def keep(batch, logits):
+        collected.append(gather_from_tensor_model_parallel_region(logits).float().cpu())
+
+    forward_only(model, [{"tokens": tokens}], 1, tokens.shape[1], tokens.shape[0], keep, with_labels=False)
+    if not parallel_state.is_pipeline_last_stage():
+        return None
+    return collected[0]

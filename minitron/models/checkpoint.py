@@ -1,0 +1,278 @@
+"""Model checkpoints: Hugging Face directories and minitron's Megatron checkpoints, both ways.
+
+A **Hugging Face directory** holds ``config.json``, ``model.safetensors`` (or shards plus
+``model.safetensors.index.json``) and tokenizer files.
+
+A **Megatron checkpoint** (what ``minitron convert`` writes) is a directory::
+
+    minitron.json   format marker, architecture, dtype, the HF config.json it came from, provenance
+    hf_files/       tokenizer and generation files carried from the HF directory
+    dist/           Megatron-Core dist checkpoint (torch_dist): reshards to any TP/PP on load
+
+Import streams the HF tensors one at a time into this rank's shard; export gathers one parameter at
+a time over its TP group and appends it to a streaming safetensors writer, one file per pipeline
+stage. Peak memory beyond the model shard is about one full tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from minitron.errors import MinitronError
+from minitron.models import hf_weights
+from minitron.models.arch import ModelArch, arch_from_hf_config, hf_config_from_arch, read_hf_config
+from minitron.models.safetensors_io import SafetensorsReader, StreamingSafetensorsWriter
+
+FORMAT = "minitron-megatron-checkpoint"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
+NOT_CARRIED = {"config.json", "model.safetensors.index.json", "minitron.json"}
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """A model on disk, of either kind, with what is needed to build and describe it."""
+
+    path: Path
+    kind: str  # "hf" | "megatron"
+    arch: ModelArch
+    hf_config: dict  # the Hugging Face config.json of the model
+    dtype: torch.dtype  # dtype the weights are stored in
+    carried_files: Path  # directory holding tokenizer/generation files
+
+    def fingerprint(self) -> str:
+        """Identifies the model's files (config, weight files' names, sizes and mtimes)."""
+        digest = hashlib.sha256(json.dumps(self.hf_config, sort_keys=True).encode())
+        root = self.path if self.kind == "hf" else self.path / "dist"
+        for file in sorted(root.rglob("*")):
+            if file.is_file():
+                stat = file.stat()
+                digest.update(f"{file.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
+
+
+def is_megatron_checkpoint(path: Path) -> bool:
+    return (Path(path) / "minitron.json").is_file() and (Path(path) / "dist").is_dir()
+
+
+def open_model(path) -> ModelSource:
+    """Describe the model at ``path`` (an HF directory or a minitron Megatron checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise MinitronError(f"model.path={path}: no such file or directory")
+    if is_megatron_checkpoint(path):
+        try:
+            meta = json.loads((path / "minitron.json").read_text())
+        except json.JSONDecodeError:
+            raise MinitronError(f"{path / 'minitron.json'}: malformed JSON; the checkpoint is corrupt") from None
+        if meta.get("format") != FORMAT:
+            raise MinitronError(f"{path}: not a minitron Megatron checkpoint (format={meta.get('format')!r})")
+        return ModelSource(
+            path=path,
+            kind="megatron",
+            arch=arch_from_hf_config(meta["hf_config"]),
+            hf_config=meta["hf_config"],
+            dtype=getattr(torch, meta["dtype"]),
+            carried_files=path / "hf_files",
+        )
+    config = read_hf_config(path)
+    arch = arch_from_hf_config(config)
+    dtype = SafetensorsReader(path).dtype()
+    return ModelSource(path=path, kind="hf", arch=arch, hf_config=config, dtype=dtype, carried_files=path)
+
+
+# ---- loading weights into a model shard --------------------------------------------------------
+
+
+def load_hf_weights(model, source: ModelSource) -> None:
+    """Copy the HF tensors of ``source`` into this rank's ``GPTModel`` shard, one tensor at a time."""
+    from megatron.core import parallel_state
+
+    reader = SafetensorsReader(source.path)
+    tp, tp_rank = parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_rank()
+    for name, param in model.named_parameters():
+        mapping = hf_weights.parameter_mapping(model, source.arch, name)
+        full = mapping.to_megatron([reader.get(hf_name) for hf_name in mapping.hf_names])
+        expected = hf_weights.full_shape(name, param, tp)
+        if tuple(full.shape) != expected:
+            raise MinitronError(
+                f"{source.path}: tensor(s) {', '.join(mapping.hf_names)} have shape {tuple(full.shape)} "
+                f"but config.json implies {expected} for {name}"
+            )
+        with torch.no_grad():
+            param.copy_(hf_weights.shard(name, param, full, tp_rank, tp))
+
+
+def load_megatron_weights(model, source: ModelSource) -> None:
+    """Load a minitron Megatron checkpoint into this rank's shard (any TP/PP: it reshards)."""
+    from megatron.core import dist_checkpointing
+
+    try:
+        state = dist_checkpointing.load(model.sharded_state_dict(), str(source.path / "dist"))
+        model.load_state_dict(state, strict=False)
+    except MinitronError:
+        raise
+    except Exception as err:
+        raise MinitronError(
+            f"{source.path}: cannot load the Megatron checkpoint, it is corrupt or incomplete ({type(err).__name__}: {str(err)[:200]})"
+        ) from None
+
+
+def load_model(source: ModelSource, tp: int, pp: int, dtype: Optional[torch.dtype] = None):
+    """Build this rank's ``GPTModel`` shard for ``source`` and load its weights."""
+    from minitron.models.megatron_gpt import build_gpt_model
+
+    model = build_gpt_model(source.arch, tp, pp, dtype or source.dtype)
+    if source.kind == "hf":
+        load_hf_weights(model, source)
+    else:
+        load_megatron_weights(model, source)
+    return model
+
+
+# ---- output directories --------------------------------------------------------------------------
+
+
+def _partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def begin_output(out: Path, fingerprint: str, overwrite: bool) -> Optional[Path]:
+    """Claim ``out`` for writing; returns the staging directory, or None when ``out`` is up to date.
+
+    Refuses an ``out`` that already holds something else (unless ``overwrite``); a stale staging
+    directory of an interrupted run is removed. Call on every rank; only rank 0 touches the disk.
+    """
+    out = Path(out)
+    existing = out / "minitron.json"
+    if out.exists() and any(out.iterdir()):
+        if existing.is_file():
+            try:
+                if json.loads(existing.read_text()).get("source_fingerprint") == fingerprint:
+                    return None
+            except json.JSONDecodeError:
+                pass
+        if not overwrite:
+            raise MinitronError(
+                f"output={out} already exists and holds a different model or other files; "
+                "choose a new output directory (or pass overwrite=true to replace it)"
+            )
+    staging = _partial_dir(out)
+    if _rank() == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    _barrier()
+    return staging
+
+
+def finish_output(staging: Path, out: Path) -> None:
+    """Atomically move the finished staging directory into place (rank 0 renames, all ranks wait)."""
+    _barrier()
+    if _rank() == 0:
+        out = Path(out)
+        old = out.with_name(out.name + ".old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def copy_carried_files(src: Path, dst: Path) -> None:
+    """Copy tokenizer/generation files (everything but weights and config) from ``src`` to ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for file in Path(src).iterdir():
+        if file.is_file() and file.name not in NOT_CARRIED and not file.name.endswith(WEIGHT_SUFFIXES):
+            shutil.copy2(file, dst / file.name)
+
+
+# ---- saving ------------------------------------------------------------------------------------
+
+
+def save_megatron_checkpoint(model, source: ModelSource, staging: Path, fingerprint: str, hf_config: dict) -> None:
+    """Write ``model`` (every rank's shard) as a minitron Megatron checkpoint into ``staging``."""
+    from megatron.core import dist_checkpointing
+
+    if _rank() == 0:
+        (staging / "dist").mkdir()
+        copy_carried_files(source.carried_files, staging / "hf_files")
+        meta = {
+            "format": FORMAT,
+            "version": 1,
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "hf_config": hf_config,
+            "architecture": arch_from_hf_config(hf_config).to_dict(),
+            "source": str(source.path),
+            "source_fingerprint": fingerprint,
+        }
+        (staging / "minitron.json").write_text(json.dumps(meta, indent=2))
+    _barrier()
+    dist_checkpointing.save(model.sharded_state_dict(), str(staging / "dist"))
+
+
+def export_hf(model, arch: ModelArch, base_config: dict, carried_files: Path, staging: Path, fingerprint: str) -> None:
+    """Write ``model`` as a Hugging Face directory into ``staging`` (streaming, one file per PP stage)."""
+    from megatron.core import parallel_state
+
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    pp = parallel_state.get_pipeline_model_parallel_world_size()
+    stage = parallel_state.get_pipeline_model_parallel_rank()
+    tp_group = parallel_state.get_tensor_model_parallel_group()
+    writer_rank = parallel_state.get_tensor_model_parallel_rank() == 0 and parallel_state.get_data_parallel_rank() == 0
+
+    params = hf_weights.exported_parameters(model, arch)
+    mappings = [hf_weights.parameter_mapping(model, arch, name) for name, _ in params]
+    specs = []
+    for (name, param), mapping in zip(params, mappings):
+        meta = torch.empty(hf_weights.full_shape(name, param, tp), device="meta")
+        specs += [(hf_name, tuple(t.shape)) for hf_name, t in zip(mapping.hf_names, mapping.to_hf(meta))]
+    file_name = "model.safetensors" if pp == 1 else f"model-{stage + 1:05d}-of-{pp:05d}.safetensors"
+    dtype = next(model.parameters()).dtype
+    writer = StreamingSafetensorsWriter(staging / file_name, specs, dtype) if writer_rank else None
+    for (name, param), mapping in zip(params, mappings):
+        if tp > 1 and getattr(param, "tensor_model_parallel", False):
+            pieces = [torch.empty_like(param) for _ in range(tp)]
+            torch.distributed.all_gather(pieces, param.detach().contiguous(), group=tp_group)
+        else:
+            pieces = [param.detach()]
+        if writer:
+            for hf_name, tensor in zip(mapping.hf_names, mapping.to_hf(hf_weights.unshard(name, param, pieces))):
+                writer.write(hf_name, tensor)
+    if writer:
+        writer.close()
+
+    names = [(hf_name, file_name) for hf_name, _ in specs] if writer_rank else []
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, names)
+    if _rank() == 0:
+        if pp > 1:
+            weight_map = dict(pair for part in gathered for pair in part)
+            total = sum(f.stat().st_size for f in staging.glob("model-*.safetensors"))
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        config = hf_config_from_arch(arch, base_config)
+        config["dtype"] = str(dtype).replace("torch.", "")
+        config.pop("torch_dtype", None)
+        config.pop("quantization_config", None)
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        copy_carried_files(carried_files, staging)
+        provenance = {"format": "hf-export", "source_fingerprint": fingerprint}
+        (staging / "minitron.json").write_text(json.dumps(provenance, indent=2))
+    _barrier()

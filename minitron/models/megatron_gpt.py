@@ -1,0 +1,111 @@
+"""Build a Megatron-Core ``GPTModel`` from a :class:`~minitron.models.arch.ModelArch`.
+
+The layer spec is Transformer Engine's when TE imports (GPU images), Megatron-Core's local spec
+otherwise (CPU). Must be called after :func:`minitron.parallel.setup_distributed`; the model is this
+rank's shard of the TP x PP layout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+
+from minitron.errors import MinitronError
+from minitron.models.arch import ModelArch
+
+
+def have_transformer_engine() -> bool:
+    return importlib.util.find_spec("transformer_engine") is not None and torch.cuda.is_available()
+
+
+def check_parallel_layout(arch: ModelArch, tp: int, pp: int) -> None:
+    """Raise a clear error when ``arch`` cannot be split into ``tp`` x ``pp`` shards."""
+    for field, value in (
+        ("num_attention_heads", arch.num_attention_heads),
+        ("num_query_groups", arch.num_query_groups),
+        ("ffn_hidden_size", arch.ffn_hidden_size),
+        ("vocab_size", arch.vocab_size),
+    ):
+        if value % tp:
+            raise MinitronError(
+                f"parallel.tp={tp} does not divide the model's {field}={value}; choose a tp that divides it"
+            )
+    if arch.num_layers % pp:
+        raise MinitronError(
+            f"parallel.pp={pp} does not divide the model's num_layers={arch.num_layers}; choose a pp that divides it"
+        )
+
+
+def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32):
+    """Megatron-Core ``TransformerConfig`` for ``arch`` in the given layout and parameter dtype."""
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    check_parallel_layout(arch, tp, pp)
+    return TransformerConfig(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_query_groups=arch.num_query_groups,
+        kv_channels=arch.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.rms_norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=arch.qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        sequence_parallel=False,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        perform_initialization=True,
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+    )
+
+
+def layer_spec():
+    """Transformer Engine layer spec when TE is usable, else Megatron-Core's local spec."""
+    from megatron.core.models.gpt import gpt_layer_specs
+
+    if have_transformer_engine():
+        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
+    return gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+
+
+def build_gpt_model(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32):
+    """This rank's ``GPTModel`` shard for ``arch``; weights are randomly initialised.
+
+    Rotary frequencies are set from ``arch.rope_inv_freq()`` so Llama-3 scaling with any of its
+    parameters matches Hugging Face exactly (Megatron hard-codes some of them).
+    """
+    from megatron.core import parallel_state
+    from megatron.core.models.gpt.gpt_model import GPTModel
+
+    config = transformer_config(arch, tp, pp, dtype)
+    model = GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(),
+        vocab_size=arch.vocab_size,
+        max_sequence_length=arch.max_position_embeddings,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        share_embeddings_and_output_weights=arch.tie_word_embeddings,
+        position_embedding_type="rope",
+        rotary_base=arch.rope_theta,
+        parallel_output=True,
+    )
+    model.rotary_pos_emb.inv_freq = arch.rope_inv_freq().to(model.rotary_pos_emb.inv_freq.device)
+    if torch.cuda.is_available():
+        model.cuda(torch.cuda.current_device())
+    return model

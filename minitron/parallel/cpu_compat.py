@@ -1,0 +1,157 @@
+"""Megatron-Core on CPU: the compatibility layer, in one place.
+
+Megatron-Core 0.16 assumes CUDA in a few places. On a machine without a GPU, :func:`apply` patches
+exactly those places so that the same code runs over gloo in fp32 (what we measured is in
+``shared/docs/design.md``, "Megatron-Core on CPU"). It is applied by
+:func:`minitron.parallel.setup_distributed` only when ``torch.cuda.is_available()`` is false, and never
+on a GPU machine.
+
+Each patch checks that the thing it patches still exists and raises :class:`CpuCompatError` naming it
+when it does not, so a Megatron-Core upgrade that moves one of them fails loudly (and the tests in
+``tests/parallel/test_cpu_compat.py`` fail) instead of silently running CUDA code paths.
+
+Patches:
+  current_device   ``torch.cuda.current_device()`` -> ``"cpu"`` (Megatron passes it as ``device=``).
+  synchronize      ``torch.cuda.synchronize()`` -> no-op.
+  tensor_cuda      ``Tensor.cuda()`` -> identity (tied embeddings under PP call it).
+  rng_fork         the CUDA RNG tracker's ``fork()`` -> a null context (it reads CUDA RNG states).
+  cuda_factories   modules that create tensors with a hard-coded ``device="cuda"`` see a ``torch``
+                   whose factory functions map that device to CPU (see ``CUDA_FACTORY_MODULES``).
+  tensor_type      ``Tensor.type()`` answers ``torch.cuda.FloatTensor`` for CPU tensors, to callers in
+                   ``megatron.core`` only (the optimizer checks parameter types by that string).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+import types
+
+import torch
+
+
+class CpuCompatError(RuntimeError):
+    """A patch target is gone: Megatron-Core changed, and this layer must be updated."""
+
+
+# Modules that build tensors with a hard-coded device="cuda" on paths we use.
+CUDA_FACTORY_MODULES = (
+    "megatron.core.pipeline_parallel.schedules",  # total_num_tokens in every schedule
+    "megatron.core.transformer.utils",  # causal mask when attention_mask is None
+    "megatron.core.tensor_parallel.data",  # broadcast_data
+    "megatron.core.utils",  # local_multi_tensor_l2_norm
+    "megatron.core.optimizer.optimizer",  # found_inf, _scale
+    "megatron.core.optimizer.clip_grads",  # grad norm buffers
+    "megatron.core.optimizer.distrib_optimizer",
+)
+_FACTORIES = (
+    "zeros", "ones", "empty", "full", "tensor", "arange", "randn", "rand",
+    "zeros_like", "ones_like", "empty_like", "full_like",
+)  # fmt: skip
+
+_applied: dict[str, str] = {}
+
+
+def _is_cuda(device) -> bool:
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    return isinstance(device, torch.device) and device.type == "cuda"
+
+
+class _CpuTorch(types.ModuleType):
+    """Stands in for ``torch`` inside one Megatron module: factories map ``device="cuda"`` to CPU."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def _cpu_factory(factory):
+    def make(*args, device=None, **kwargs):
+        return factory(*args, device="cpu" if _is_cuda(device) else device, **kwargs)
+
+    return make
+
+
+_CPU_TORCH = _CpuTorch("torch")
+for _name in _FACTORIES:
+    setattr(_CPU_TORCH, _name, _cpu_factory(getattr(torch, _name)))
+
+
+def _patch_cuda_factories() -> str:
+    patched = []
+    for name in CUDA_FACTORY_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "torch", None) is _CPU_TORCH:
+            patched.append(name)
+            continue
+        if getattr(module, "torch", None) is not torch:
+            raise CpuCompatError(f"cuda_factories: {name} no longer imports torch as a module global")
+        module.torch = _CPU_TORCH
+        patched.append(name)
+    return f"{len(patched)} modules"
+
+
+def _patch_rng_fork() -> str:
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    trackers = [
+        cls
+        for cls in vars(mcore_random).values()
+        if isinstance(cls, type) and "RNGStatesTracker" in cls.__name__ and hasattr(cls, "fork")
+    ]
+    if not trackers:
+        raise CpuCompatError("rng_fork: no RNG states tracker with fork() in megatron.core.tensor_parallel.random")
+    for cls in trackers:
+        cls.fork = lambda self, name=None: contextlib.nullcontext()
+    return ", ".join(cls.__name__ for cls in trackers)
+
+
+def _megatron_type(original):
+    def tensor_type(self, dtype=None, non_blocking=False, **kwargs):
+        if dtype is None and not kwargs:
+            name = original(self)
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if self.device.type == "cpu" and caller.startswith("megatron.core") and name.startswith("torch."):
+                return "torch.cuda." + name[len("torch.") :]
+            return name
+        return original(self, dtype, non_blocking, **kwargs)
+
+    tensor_type._minitron_original = original
+    return tensor_type
+
+
+def _patch_tensor_type() -> str:
+    if not hasattr(torch.Tensor.type, "_minitron_original"):
+        torch.Tensor.type = _megatron_type(torch.Tensor.type)
+    return "Tensor.type"
+
+
+def _patch_torch_cuda() -> str:
+    torch.cuda.current_device = lambda: "cpu"
+    torch.cuda.synchronize = lambda *args, **kwargs: None
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    return "current_device, synchronize, Tensor.cuda"
+
+
+PATCHES = {
+    "torch_cuda": _patch_torch_cuda,
+    "rng_fork": _patch_rng_fork,
+    "cuda_factories": _patch_cuda_factories,
+    "tensor_type": _patch_tensor_type,
+}
+
+
+def apply() -> dict[str, str]:
+    """Apply every patch once (idempotent); returns {patch: what it patched}. CPU-only machines only."""
+    if torch.cuda.is_available():
+        raise CpuCompatError("the CPU compatibility layer must not be applied on a machine with a GPU")
+    for name, patch in PATCHES.items():
+        if name not in _applied:
+            _applied[name] = patch()
+    return dict(_applied)
+
+
+def applied() -> dict[str, str]:
+    """The patches applied in this process."""
+    return dict(_applied)

@@ -1,0 +1,74 @@
+"""What every recipe shares: error reporting, the final JSON line, provenance, quiet start-up.
+
+A recipe's ``main`` is wrapped by :func:`stage`: a :class:`MinitronError` becomes one line on stderr
+(``error: ...``) and exit status 2, with nothing else printed; other exceptions keep their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from minitron.errors import MinitronError
+
+# Megatron-Core warns about every optional CUDA library it cannot find; on CPU that is expected.
+for _pattern in ("Transformer Engine and Apex are not installed", "Apex is not installed", ".*TransformerEngine.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def log(*parts) -> None:
+    """Progress output for people (stderr, rank 0 only): stdout stays machine-readable."""
+    if is_main_process():
+        print(*parts, file=sys.stderr, flush=True)
+
+
+def print_result(result: dict) -> None:
+    """The command's result as the last line of stdout, one JSON object (rank 0 only)."""
+    if is_main_process():
+        print(json.dumps(result), flush=True)
+
+
+def stage(fn):
+    """Run a recipe's main with minitron's error contract (see module docstring)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MinitronError as err:
+            if is_main_process() or os.environ.get("WORLD_SIZE", "1") == "1":
+                print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def versions() -> dict:
+    """Versions and git commit recorded next to every output."""
+    import megatron.core
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "minitron_commit": commit or None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "megatron_core": megatron.core.__version__,
+        "transformers": transformers.__version__,
+    }

@@ -1,0 +1,71 @@
+"""minitron eval: held-out loss and perplexity on the Megatron engine, at any TP/PP/DP.
+
+    minitron eval model.path=DIR data.path=FILE [eval.seq_length=512] [eval.max_windows=N]
+    torchrun --nproc-per-node 2 $(which minitron) eval model.path=DIR data.path=FILE parallel.tp=2
+
+DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl (field ``text``).
+The loss definition is in :mod:`minitron.eval.heldout`. ``eval.reference=true`` also computes it
+with transformers on the same windows (HF directories only). The last stdout line is one JSON object
+with ``loss``, ``ppl`` and ``tokens``.
+"""
+
+import time
+
+import hydra
+
+from minitron import runtime
+from minitron.config import schema
+from minitron.errors import MinitronError
+from minitron.eval import heldout
+from minitron.models import checkpoint
+from minitron.models.tokenizer import load_tokenizer
+from minitron.parallel import setup_distributed, teardown_distributed
+
+schema.register()
+
+
+@hydra.main(config_path=schema.CONF_DIR, config_name="eval", version_base=None)
+@runtime.stage
+def main(cfg) -> None:
+    cfg = schema.to_object(cfg)
+    source = checkpoint.open_model(cfg.model.path)
+    arch = source.arch
+    if cfg.eval.seq_length > arch.max_position_embeddings:
+        raise MinitronError(
+            f"eval.seq_length={cfg.eval.seq_length} exceeds the model's max_position_embeddings="
+            f"{arch.max_position_embeddings}; use eval.seq_length<={arch.max_position_embeddings}"
+        )
+    if arch.sliding_window and cfg.eval.seq_length > arch.sliding_window:
+        raise MinitronError(
+            f"eval.seq_length={cfg.eval.seq_length} exceeds the model's sliding_window={arch.sliding_window}, "
+            "which minitron does not implement; use eval.seq_length<=sliding_window"
+        )
+    if cfg.eval.reference and source.kind != "hf":
+        raise MinitronError("eval.reference=true needs model.path to be a Hugging Face directory")
+    texts = heldout.read_texts(cfg.data.path, cfg.data.text_field)
+    windows = heldout.make_windows(
+        heldout.tokenize(texts, load_tokenizer(source.carried_files)), cfg.eval.seq_length, cfg.eval.max_windows
+    )
+    ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
+    try:
+        dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+        runtime.log(f"eval {source.path} on {cfg.data.path}: {len(windows)} windows x {cfg.eval.seq_length} tokens, "
+                    f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, {str(dtype).replace('torch.', '')}")
+        model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
+        model.eval()
+        start = time.perf_counter()
+        result = heldout.megatron_heldout_loss(model, windows, cfg.eval.micro_batch_size)
+        result["seconds"] = round(time.perf_counter() - start, 3)
+        result.update(windows=len(windows), seq_length=cfg.eval.seq_length, dtype=str(dtype).replace("torch.", ""))
+        if cfg.eval.reference and ctx.is_main:
+            reference = heldout.hf_heldout_loss(source.path, windows, cfg.eval.micro_batch_size)
+            result["reference_loss"] = reference["loss"]
+            result["abs_diff"] = abs(reference["loss"] - result["loss"])
+        runtime.log(f"loss {result['loss']:.6f}  ppl {result['ppl']:.3f}  over {result['tokens']:,} tokens")
+        runtime.print_result(result)
+    finally:
+        teardown_distributed()
+
+
+if __name__ == "__main__":
+    main()
