@@ -329,6 +329,7 @@ def _run(asset: Asset, cmd: list[str], cwd: Path) -> None:
     shown = " ".join(cmd[1:] if cmd[0] == sys.executable else cmd)
     if cmd[0] == sys.executable:
         shown = "python " + shown
+    shown = shown.replace(str(cwd), "<tmpdir>")
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
     except FileNotFoundError:
@@ -343,8 +344,13 @@ def _run(asset: Asset, cmd: list[str], cwd: Path) -> None:
         ) from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if re.match(r"(error|e:|npm err|npm error)", ln, re.I)]
-        detail = (errors or lines or ["no output"])[-1]
+        errors = [ln for ln in lines if re.match(r"(error|e:|npm err)", ln, re.I)
+                  and not re.search(r"complete log of this run|^npm err(or|!) code ", ln, re.I)]
+        errors = errors or lines or ["no output"]
+        # npm states the cause first and adds advice after it; pip and apt end with the cause.
+        detail = (errors[0] if cmd[0] == "npm" else errors[-1]).rstrip(".")
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
         raise MinitronError(
             f"asset {asset.name}: `{shown}` failed (exit {proc.returncode}): {detail}. "
             f"Check that the package registry is reachable from this machine, or set "

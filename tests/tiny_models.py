@@ -24,7 +24,7 @@ FAMILIES = {
     # odd sizes: 6 heads in 3 query groups, head_dim 16 != hidden/heads
     "odd": dict(model_type="mistral", hidden_size=72, intermediate_size=120, num_attention_heads=6,
                 num_key_value_heads=3, head_dim=16, rope_theta=10000.0, max_position_embeddings=256,
-                sliding_window=None),
+                sliding_window=None, vocab_size=258),  # 258 = 2 x 3 x 43: splits at TP=2 and TP=3
 }  # fmt: skip
 
 
@@ -35,6 +35,7 @@ def make_tiny_model(family: str, out_dir: Path, num_layers: int = 4, vocab_size:
 
     overrides = dict(FAMILIES[family])
     model_type = overrides.pop("model_type")
+    vocab_size = overrides.pop("vocab_size", vocab_size)
     config = AutoConfig.for_model(model_type, num_hidden_layers=num_layers, vocab_size=vocab_size,
                                   rms_norm_eps=1e-6, **overrides)
     torch.manual_seed(seed)
