@@ -18,8 +18,13 @@ from pathlib import Path
 from minitron.errors import MinitronError
 
 # Megatron-Core warns about every optional CUDA library it cannot find; on CPU that is expected.
-for _pattern in ("Transformer Engine and Apex are not installed", "Apex is not installed", ".*TransformerEngine.*"):
-    warnings.filterwarnings("ignore", message=_pattern)
+# Deprecation notices from torch.distributed.checkpoint and Megatron's own config warnings are not
+# actionable by users either. Set PYTHONWARNINGS to see them again.
+if not sys.warnoptions:
+    for _pattern in ("Transformer Engine and Apex are not installed", "Apex is not installed", ".*TransformerEngine.*"):
+        warnings.filterwarnings("ignore", message=_pattern)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(megatron|torch\.distributed)\..*")
 
 
 def is_main_process() -> bool:

@@ -13,6 +13,7 @@ import hydra
 from minitron import runtime
 from minitron.config import schema
 from minitron.models import checkpoint
+from minitron.models.megatron_gpt import check_parallel_layout
 from minitron.parallel import setup_distributed, teardown_distributed
 
 schema.register()
@@ -24,6 +25,7 @@ def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     source = checkpoint.open_model(cfg.model.path)
     fingerprint = source.fingerprint()
+    check_parallel_layout(source.arch, cfg.parallel.tp, cfg.parallel.pp)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
         staging = checkpoint.begin_output(cfg.output, fingerprint, cfg.overwrite)
@@ -31,14 +33,15 @@ def main(cfg) -> None:
         if staging is None:
             runtime.log(f"{cfg.output} already holds this model converted from {source.path}: nothing to do")
         else:
-            dtype = cfg.model.torch_dtype(source.dtype, for_compute=False)
-            runtime.log(f"loading {source.path} ({source.kind}) at TP={ctx.tp} PP={ctx.pp} in {dtype}")
-            model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
-            runtime.log(f"writing {target} checkpoint to {cfg.output}")
-            if target == "megatron":
-                checkpoint.save_megatron_checkpoint(model, source, staging, fingerprint, source.hf_config)
-            else:
-                checkpoint.export_hf(model, source.arch, source.hf_config, source.carried_files, staging, fingerprint)
+            with checkpoint.staged(staging):
+                dtype = cfg.model.torch_dtype(source.dtype, for_compute=False)
+                runtime.log(f"loading {source.path} ({source.kind}) at TP={ctx.tp} PP={ctx.pp} in {str(dtype).replace('torch.', '')}")
+                model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
+                runtime.log(f"writing {target} checkpoint to {cfg.output}")
+                if target == "megatron":
+                    checkpoint.save_megatron_checkpoint(model, source, staging, fingerprint, source.hf_config)
+                else:
+                    checkpoint.export_hf(model, source.arch, source.hf_config, source.carried_files, staging, fingerprint)
             checkpoint.finish_output(staging, cfg.output)
         runtime.print_result(
             {"output": str(cfg.output), "format": target, "params": source.arch.params, "skipped": staging is None}

@@ -58,19 +58,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """This environment without any rendezvous variables (each subprocess starts its own world)."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    return {**env, **(extra or {})}
+
+
 def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``minitron ARGS`` in a subprocess; returns the completed process (text output)."""
     return subprocess.run(
-        [*MINITRON, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        [*MINITRON, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env(env)
+    )
 
 
 def run_torchrun(nproc: int, *args, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``torchrun --nproc-per-node NPROC ARGS`` (a script path and its arguments) over gloo."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *map(str, args)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env())
     if result.returncode != 0:
         raise AssertionError(f"torchrun failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result

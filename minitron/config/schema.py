@@ -115,6 +115,10 @@ def register() -> None:
     if not OmegaConf.has_resolver("minitron_home"):
         OmegaConf.register_new_resolver("minitron_home", minitron_home)
 
+    from minitron.config import training
+
+    training.register()
+
 
 def to_object(cfg):
     """The validated dataclass instance of a composed config (runs every ``__post_init__``)."""

@@ -16,6 +16,7 @@ stage. Peak memory beyond the model shard is about one full tensor.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -117,11 +118,18 @@ def load_megatron_weights(model, source: ModelSource) -> None:
     try:
         state = dist_checkpointing.load(model.sharded_state_dict(), str(source.path / "dist"))
         model.load_state_dict(state, strict=False)
-    except MinitronError:
+    except (MinitronError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as err:
+    except BaseException as err:  # torch's CheckpointException derives from BaseException
+        cause = err
+        failures = getattr(err, "failures", None)  # CheckpointException: {rank: exception or (exception, tb)}
+        if failures:
+            cause = next(iter(failures.values()))
+            cause = cause[0] if isinstance(cause, tuple) else cause
+        detail = f"{type(cause).__name__}: {cause}".strip().rstrip(":").splitlines()[0][:200]
         raise MinitronError(
-            f"{source.path}: cannot load the Megatron checkpoint, it is corrupt or incomplete ({type(err).__name__}: {str(err)[:200]})"
+            f"{source.path}: cannot load the Megatron checkpoint, it is corrupt or incomplete ({detail}); "
+            "re-create it with `minitron convert`"
         ) from None
 
 
@@ -170,6 +178,17 @@ def begin_output(out: Path, fingerprint: str, overwrite: bool) -> Optional[Path]
         staging.mkdir(parents=True)
     _barrier()
     return staging
+
+
+@contextlib.contextmanager
+def staged(staging: Path):
+    """Remove the staging directory when the writing inside the block fails (the output is untouched)."""
+    try:
+        yield staging
+    except BaseException:
+        if _rank() == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def finish_output(staging: Path, out: Path) -> None:

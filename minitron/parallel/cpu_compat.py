@@ -19,6 +19,17 @@ Patches:
                    whose factory functions map that device to CPU (see ``CUDA_FACTORY_MODULES``).
   tensor_type      ``Tensor.type()`` answers ``torch.cuda.FloatTensor`` for CPU tensors, to callers in
                    ``megatron.core`` only (the optimizer checks parameter types by that string).
+
+The distributed optimizer falls back to ``torch.optim.AdamW`` without Apex/Transformer Engine, and
+its checkpoint load then needs three fixes (probe P4-P6, measured with ``fully_reshardable``):
+  distopt_init_state  ``sharded_state_dict(is_loading=True)`` on a fresh optimizer: create the Adam
+                      state (and AdamW's ``step``) first; ``state_dict()`` asserts one common step.
+  distopt_copy_state  copying loaded tensors into the live state: skip AdamW's ``step`` (the checkpoint
+                      holds it in ``param_groups``, not per tensor) and copy under ``no_grad`` (the
+                      fp32 main params are views of leaves that require grad).
+  distopt_untie_step  after ``load_state_dict`` every parameter's state shares one ``step`` tensor,
+                      which AdamW increments in place once per parameter: give each its own copy
+                      (else Adam's bias correction is wrong after a resume).
 """
 
 from __future__ import annotations
@@ -43,7 +54,6 @@ CUDA_FACTORY_MODULES = (
     "megatron.core.utils",  # local_multi_tensor_l2_norm
     "megatron.core.optimizer.optimizer",  # found_inf, _scale
     "megatron.core.optimizer.clip_grads",  # grad norm buffers
-    "megatron.core.optimizer.distrib_optimizer",
 )
 _FACTORIES = (
     "zeros", "ones", "empty", "full", "tensor", "arange", "randn", "rand",
@@ -134,11 +144,91 @@ def _patch_torch_cuda() -> str:
     return "current_device, synchronize, Tensor.cuda"
 
 
+def _distributed_optimizer(method: str, patch: str):
+    """The ``DistributedOptimizer`` class, after checking that ``method`` (the patch target) exists."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    cls = getattr(distrib_optimizer, "DistributedOptimizer", None)
+    if cls is None or not callable(getattr(cls, method, None)):
+        raise CpuCompatError(f"{patch}: megatron.core.optimizer.distrib_optimizer.DistributedOptimizer.{method} is gone")
+    return cls
+
+
+def _replace_method(cls, method: str, make) -> None:
+    """Replace ``cls.method`` by ``make(original)`` once (idempotent across calls)."""
+    original = getattr(cls, method)
+    if not hasattr(original, "_minitron_original"):
+        replacement = make(original)
+        replacement._minitron_original = original
+        setattr(cls, method, replacement)
+
+
+def _patch_distopt_init_state() -> str:
+    cls = _distributed_optimizer("sharded_state_dict", "distopt_init_state")
+
+    def make(original):
+        def sharded_state_dict(self, model_sharded_state_dict=None, is_loading=False, *args, **kwargs):
+            init_state_fn = getattr(self, "init_state_fn", None)
+            if is_loading and len(self.optimizer.state) == 0 and init_state_fn is not None:
+                init_state_fn(self.optimizer, self.config)
+                for state in self.optimizer.state.values():
+                    state.setdefault("step", torch.tensor(0.0))
+            if model_sharded_state_dict is None:
+                model_sharded_state_dict = {}
+            return original(self, model_sharded_state_dict, is_loading, *args, **kwargs)
+
+        return sharded_state_dict
+
+    _replace_method(cls, "sharded_state_dict", make)
+    return "DistributedOptimizer.sharded_state_dict"
+
+
+def _patch_distopt_copy_state() -> str:
+    cls = _distributed_optimizer("_set_main_param_and_optimizer_states", "distopt_copy_state")
+
+    def make(original):
+        def set_states(self, model_param, tensors):
+            if self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+                return original(self, model_param, tensors)
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+            with torch.no_grad():
+                main_param.copy_(tensors["param"])
+                for key, live in self.optimizer.state[main_param].items():
+                    if key != "step":
+                        live.copy_(tensors[key])
+
+        return set_states
+
+    _replace_method(cls, "_set_main_param_and_optimizer_states", make)
+    return "DistributedOptimizer._set_main_param_and_optimizer_states"
+
+
+def _patch_distopt_untie_step() -> str:
+    cls = _distributed_optimizer("load_state_dict", "distopt_untie_step")
+
+    def make(original):
+        def load_state_dict(self, state_dict):
+            with torch.no_grad():
+                original(self, state_dict)
+            for state in self.optimizer.state.values():
+                if isinstance(state.get("step"), torch.Tensor):
+                    state["step"] = state["step"].clone()
+
+        return load_state_dict
+
+    _replace_method(cls, "load_state_dict", make)
+    return "DistributedOptimizer.load_state_dict"
+
+
 PATCHES = {
     "torch_cuda": _patch_torch_cuda,
     "rng_fork": _patch_rng_fork,
     "cuda_factories": _patch_cuda_factories,
     "tensor_type": _patch_tensor_type,
+    "distopt_init_state": _patch_distopt_init_state,
+    "distopt_copy_state": _patch_distopt_copy_state,
+    "distopt_untie_step": _patch_distopt_untie_step,
 }
 
 

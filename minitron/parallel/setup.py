@@ -59,14 +59,14 @@ def setup_distributed(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelCon
         )
     use_gpu = torch.cuda.is_available()
     if not torch.distributed.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
         if use_gpu:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ  # torchrun, Slurm wrapper
         torch.distributed.init_process_group(
-            backend="nccl" if use_gpu else "gloo", timeout=datetime.timedelta(minutes=30)
+            backend="nccl" if use_gpu else "gloo",
+            timeout=datetime.timedelta(minutes=30),
+            # a plain one-process run: a private rendezvous that leaves the environment untouched
+            **({} if launched else dict(init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)),
         )
     if not use_gpu:
         from minitron.parallel import cpu_compat
