@@ -18,6 +18,7 @@ from minitron.config import schema
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 from minitron.models import checkpoint
+from minitron.models.megatron_gpt import check_parallel_layout
 from minitron.models.tokenizer import load_tokenizer
 from minitron.parallel import setup_distributed, teardown_distributed
 
@@ -30,6 +31,7 @@ def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     source = checkpoint.open_model(cfg.model.path)
     arch = source.arch
+    check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
     if cfg.eval.seq_length > arch.max_position_embeddings:
         raise MinitronError(
             f"eval.seq_length={cfg.eval.seq_length} exceeds the model's max_position_embeddings="

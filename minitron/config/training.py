@@ -87,7 +87,7 @@ class CheckpointConfig:
     interval: int = 100  # save a training checkpoint every N steps, and always after the last step
     keep_last: int = 2  # keep the newest N training checkpoints, delete older ones
     resume: bool = True  # continue from the newest valid checkpoint in OUTPUT/checkpoints when there is one
-    verify: str = "checksum"  # before resuming: checksum (CRC32 of every file) | size (file sizes only)
+    verify: str = "checksum"  # what a manifest records and a resume checks: checksum (size + CRC32 of every file) | size
 
     def __post_init__(self):
         if self.interval < 1:

@@ -74,16 +74,28 @@ def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.d
     )
 
 
-def layer_spec():
-    """Transformer Engine layer spec when TE is usable, else Megatron-Core's local spec."""
+def layer_spec(attention: str = "auto"):
+    """The transformer layer spec.
+
+    ``attention="auto"``: Transformer Engine's spec when TE is usable (fused kernels throughout),
+    else Megatron-Core's local spec with its core attention replaced by PyTorch SDPA
+    (:mod:`minitron.models.sdpa_attention`); ``"local"``: the unmodified local spec.
+    """
     from megatron.core.models.gpt import gpt_layer_specs
 
-    if have_transformer_engine():
+    if attention == "auto" and have_transformer_engine():
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
-    return gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+    if attention != "local":
+        from minitron.models.sdpa_attention import SDPAttention
+
+        spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
 
 
-def build_gpt_model(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32):
+def build_gpt_model(
+    arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, attention: str = "auto"
+):
     """This rank's ``GPTModel`` shard for ``arch``; weights are randomly initialised.
 
     Rotary frequencies are set from ``arch.rope_inv_freq()`` so Llama-3 scaling with any of its
@@ -95,7 +107,7 @@ def build_gpt_model(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtyp
     config = transformer_config(arch, tp, pp, dtype)
     model = GPTModel(
         config=config,
-        transformer_layer_spec=layer_spec(),
+        transformer_layer_spec=layer_spec(attention),
         vocab_size=arch.vocab_size,
         max_sequence_length=arch.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),

@@ -1,0 +1,50 @@
+"""Refuse bad input to `minitron train` before anything is written, each with the field and the fix.
+
+Checks that need only the config are in the schema (:mod:`minitron.config.training`); these need the
+model's architecture, the number of processes or the data on disk.
+"""
+
+from __future__ import annotations
+
+from minitron.config.training import TrainCommand
+from minitron.errors import MinitronError
+from minitron.models.arch import ModelArch
+from minitron.models.megatron_gpt import check_parallel_layout
+from minitron.training import data, metrics, rundir
+
+
+def data_parallel_size(world_size: int, tp: int, pp: int) -> int:
+    if world_size % (tp * pp):
+        raise MinitronError(
+            f"parallel.tp={tp} x parallel.pp={pp} needs a multiple of {tp * pp} processes, but there are "
+            f"{world_size}: run under `torchrun --nproc-per-node {tp * pp}` (or a multiple of it)"
+        )
+    return world_size // (tp * pp)
+
+
+def check_train_inputs(cfg: TrainCommand, arch: ModelArch, world_size: int) -> None:
+    """Raise :class:`MinitronError` for the first problem found; reads files, writes nothing."""
+    settings = cfg.train
+    if settings.seq_length > arch.max_position_embeddings:
+        raise MinitronError(
+            f"train.seq_length={settings.seq_length} exceeds the model's max_position_embeddings="
+            f"{arch.max_position_embeddings}; use train.seq_length<={arch.max_position_embeddings}"
+        )
+    if arch.sliding_window and settings.seq_length > arch.sliding_window:
+        raise MinitronError(
+            f"train.seq_length={settings.seq_length} exceeds the model's sliding_window={arch.sliding_window}, "
+            "which minitron does not implement; use train.seq_length<=sliding_window"
+        )
+    check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
+    dp = data_parallel_size(world_size, cfg.parallel.tp, cfg.parallel.pp)
+    per_pass = settings.micro_batch_size * dp
+    if settings.global_batch_size % per_pass:
+        raise MinitronError(
+            f"train.global_batch_size={settings.global_batch_size} is not divisible by train.micro_batch_size="
+            f"{settings.micro_batch_size} x data-parallel size {dp} = {per_pass}; use a multiple of {per_pass}"
+        )
+    problem = metrics.wandb_problem(cfg.logging)
+    if problem:
+        raise MinitronError(problem)
+    rundir.check_output(cfg.output)
+    data.check_prefix(cfg.data.path, settings.seq_length)

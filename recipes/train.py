@@ -1,0 +1,55 @@
+"""minitron train: train a model on a tokenized corpus with Megatron-Core (teacher correction, continued pretraining).
+
+    minitron train model.path=DIR data.path=PREFIX output=RUN train.steps=N [train=teacher_correction]
+    torchrun --nproc-per-node 2 $(which minitron) train model.path=DIR data.path=PREFIX output=RUN parallel.tp=2
+    minitron convert model.path=RUN/final output=HF_DIR          # the trained model as Hugging Face
+
+DIR is an HF directory or a minitron Megatron checkpoint; PREFIX a dataset from `minitron data prepare`
+(PREFIX.bin/.idx). Running the same command again resumes from the newest valid checkpoint in
+RUN/checkpoints, in any TP/PP/DP layout. RUN also holds config.yaml, versions.json, metrics.jsonl and,
+at the end, final/ (a minitron Megatron checkpoint). The last stdout line is one JSON object with the
+final loss, validation loss and paths.
+"""
+
+import os
+
+import hydra
+from omegaconf import OmegaConf
+
+from minitron import runtime
+from minitron.config import schema
+from minitron.models import checkpoint
+from minitron.parallel import setup_distributed, teardown_distributed
+from minitron.training import checks, loop, rundir
+from minitron.training.data import build_train_data
+from minitron.training.engine import build_training_parts
+
+schema.register()
+
+
+@hydra.main(config_path=schema.CONF_DIR, config_name="train", version_base=None)
+@runtime.stage
+def main(cfg) -> None:
+    resolved, run_config = OmegaConf.to_yaml(cfg, resolve=True), OmegaConf.to_container(cfg, resolve=True)
+    cfg = schema.to_object(cfg)
+    source = checkpoint.open_model(cfg.model.path)
+    checks.check_train_inputs(cfg, source.arch, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
+    ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
+    try:
+        dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+        runtime.log(f"train {source.path} on {cfg.data.path}: {cfg.train.steps} steps x {cfg.train.global_batch_size} "
+                    f"x {cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
+                    f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
+        run_dir = rundir.prepare(cfg.output, resolved)
+        data = build_train_data(cfg, source, run_dir)
+        parts = build_training_parts(checkpoint.load_model(source, ctx.tp, ctx.pp, dtype), cfg.train)
+        result = loop.train(parts, data, cfg, run_dir, source, run_config=run_config)
+        runtime.log(f"done: loss {result['loss']}, model in {result['final']} "
+                    f"(export: minitron convert model.path={result['final']} output=HF_DIR)")  # fmt: skip
+        runtime.print_result(result)
+    finally:
+        teardown_distributed()
+
+
+if __name__ == "__main__":
+    main()
