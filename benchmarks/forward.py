@@ -21,6 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, matmul_flops, median, timed, write_result  # noqa: E402
 
 
+def random_weights(config_dir: Path, dtype: torch.dtype) -> Path:
+    """Save a randomly initialised model of ``config_dir/config.json`` to a temporary directory."""
+    import tempfile
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = Path(tempfile.mkdtemp(prefix="minitron-bench-"))
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir), dtype=dtype).save_pretrained(out)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="HF model directory (default: the SmolLM2-135M asset)")
@@ -29,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--tag", help="results go to benchmarks/results/forward-<tag>.json")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM
@@ -39,6 +51,8 @@ def main() -> None:
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     model_dir = Path(args.model) if args.model else asset_path("smollm2-135m")
+    if not any(model_dir.glob("*.safetensors")):  # a config alone: random weights of that architecture
+        model_dir = random_weights(model_dir, dtype)
     setup_distributed(1, 1)
     source = open_model(model_dir)
     ours = load_model(source, 1, 1, dtype).eval()
@@ -76,7 +90,7 @@ def main() -> None:
     result["ratio_minitron_over_transformers"] = (
         result["minitron"]["tokens_per_second"] / result["transformers"]["tokens_per_second"]
     )
-    write_result("forward" if args.device == "cpu" else f"forward-{args.device}", result)
+    write_result(f"forward-{args.tag}" if args.tag else "forward", result)
     teardown_distributed()
 
 
