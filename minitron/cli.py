@@ -15,6 +15,7 @@ STAGES = {
     "convert": "Hugging Face directory <-> Megatron checkpoint, at any TP/PP",
     "eval": "held-out loss and perplexity of a model on a text or jsonl file",
     "train": "train a model on a tokenized corpus (teacher correction: train=teacher_correction); resumes",
+    "data": "tokenize text/jsonl/parquet into a Megatron indexed dataset (`minitron data prepare ...`)",
     "assets": "fetch the demo teacher, corpus and evaluation data (`minitron assets fetch`)",
 }
 
@@ -31,6 +32,11 @@ Examples:
   torchrun --nproc-per-node 2 $(which minitron) eval model.path=CKPT_DIR data.path=heldout.jsonl parallel.tp=2
 
 `minitron <stage> --help` shows a stage's config; `minitron <stage> --cfg job` prints it resolved."""
+
+DATA_USAGE = """usage: minitron data prepare data.path=FILE_OR_DIR model.path=DIR output=PREFIX [data.workers=N]
+                             [data.text_field=text] [overwrite=false]
+
+Tokenize .txt/.jsonl/.parquet documents with DIR's tokenizer into PREFIX.bin/.idx/.json."""
 
 
 def usage() -> str:
@@ -56,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         from minitron import assets
 
         return assets.main(rest)
+    if stage == "data":
+        if not rest or rest[0] != "prepare":
+            if rest and rest[0] in ("-h", "--help", "help"):
+                print(DATA_USAGE)
+                return 0
+            given = f"unknown data sub-command {rest[0]!r}" if rest else "missing data sub-command"
+            print(f"error: {given}\n\n{DATA_USAGE}", file=sys.stderr)
+            return 2
+        stage, rest = "data_prepare", rest[1:]
     recipe = importlib.import_module(f"recipes.{stage}")
     sys.argv = [f"minitron-{stage}", *rest]
     recipe.main()

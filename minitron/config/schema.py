@@ -115,9 +115,10 @@ def register() -> None:
     if not OmegaConf.has_resolver("minitron_home"):
         OmegaConf.register_new_resolver("minitron_home", minitron_home)
 
-    from minitron.config import training
+    from minitron.config import data, training
 
     training.register()
+    data.register()
 
 
 def to_object(cfg):

@@ -21,6 +21,7 @@ data-parallel rank, from any ``consumed_samples`` on.
 
 from __future__ import annotations
 
+import numbers
 import re
 from pathlib import Path
 from typing import Optional, Sequence
@@ -85,7 +86,8 @@ def describe_prefix(prefix: str, vocab_size: Optional[int], eod_id: Optional[int
         documents = len(indexed)
         tokens = int(indexed.sequence_lengths.sum()) if documents else 0
     except Exception as err:
-        raise MinitronError(f"data.path={prefix}: not a readable indexed dataset ({type(err).__name__}: {err})") from None
+        reason = f"{type(err).__name__}: {err}"
+        raise MinitronError(f"data.path={prefix}: not a readable indexed dataset ({reason})") from None
     if documents == 0 or tokens == 0:
         raise MinitronError(f"data.path={prefix}: the dataset holds no documents; prepare it from non-empty text")
     meta = read_sidecar(prefix)
@@ -95,15 +97,18 @@ def describe_prefix(prefix: str, vocab_size: Optional[int], eod_id: Optional[int
                 f"data.path={prefix}: no {prefix}.json says which tokenizer made it; prepare it with "
                 "`minitron data prepare` (or pass the vocabulary size and EOD id)"
             )
+        content = f"idx mtime {Path(prefix + '.idx').stat().st_mtime_ns}"
         return {"prefix": prefix, "num_documents": documents, "num_tokens": tokens, "vocab_size": vocab_size,
-                "eod_id": eod_id, "tokenizer_sha256": None, "content": f"{Path(prefix + '.idx').stat().st_mtime_ns}"}  # fmt: skip
+                "eod_id": eod_id, "tokenizer_sha256": None, "content": content}  # fmt: skip
     if (meta["num_documents"], meta["num_tokens"]) != (documents, tokens):
         raise MinitronError(
-            f"data.path={prefix}: {prefix}.json describes {meta['num_documents']} documents / {meta['num_tokens']} "
-            f"tokens but {prefix}.idx holds {documents} / {tokens}: the files come from different runs; prepare again"
+            f"data.path={prefix}: {prefix}.json describes {meta['num_documents']} documents / "
+            f"{meta['num_tokens']} tokens but {prefix}.idx holds {documents} / {tokens}: the files come from "
+            "different runs; prepare again"
         )
     return {"prefix": prefix, "num_documents": documents, "num_tokens": tokens, "vocab_size": meta["vocab_size"],
-            "eod_id": meta["eod_id"], "tokenizer_sha256": meta["tokenizer"]["sha256"], "content": meta["bin_sha256"]}  # fmt: skip
+            "eod_id": meta["eod_id"], "tokenizer_sha256": meta["tokenizer"]["sha256"],
+            "content": meta["bin_sha256"]}  # fmt: skip
 
 
 def _check_tokenizers(described: list[dict], vocab_size: Optional[int], eod_id: Optional[int]) -> None:
@@ -140,8 +145,8 @@ def build_gpt_datasets(blend, seq_length: int, split: str, seed: int, num_sample
                        eod_id: Optional[int] = None) -> tuple:  # fmt: skip
     """Train, valid and test datasets of ``blend`` (each None where ``split`` gives it no share).
 
-    ``num_samples`` is the number of sequences each split must provide (it repeats its documents, in a
-    new shuffle, when one pass is not enough; 0: one pass). ``vocab_size`` (the model's) and ``eod_id``
+    ``num_samples`` is the number of sequences each split must provide at least (it repeats its
+    documents, in a new shuffle, when one pass is not enough). ``vocab_size`` (the model's) and ``eod_id``
     (its tokenizer's), when given, are checked against the datasets' sidecars; they stand in for a
     missing sidecar. Index caches go to ``cache_dir`` (None: kept in memory); in a torch.distributed
     world call this on every rank, rank 0 builds the caches first, and ``cache_dir`` must be shared.
@@ -152,7 +157,7 @@ def build_gpt_datasets(blend, seq_length: int, split: str, seed: int, num_sample
     if seq_length < 1:
         raise MinitronError(f"train.seq_length={seq_length}: must be >= 1")
     num_samples = tuple(num_samples)
-    if len(num_samples) != 3 or any(n is not None and n < 0 for n in num_samples):
+    if len(num_samples) != 3 or any(not isinstance(n, numbers.Integral) or n < 0 for n in num_samples):
         raise MinitronError(f"num_samples={num_samples}: give three counts >= 0 (train, valid, test)")
     _check_split(split)
     prefixes, weights = parse_blend(blend)
@@ -186,7 +191,7 @@ def build_gpt_datasets(blend, seq_length: int, split: str, seed: int, num_sample
                     f"data.split={split!r} leaves none of the {n} documents of {d['prefix']} to the "
                     f"{SPLIT_NAMES[index]} split; add documents or change data.split (a share of 0 drops a split)"
                 )
-    sizes = [None if n is None else int(n) for n in num_samples]
+    sizes = [int(n) for n in num_samples]
     datasets = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
     train = datasets[0]
     if train is not None and len(train) == 0:

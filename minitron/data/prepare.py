@@ -19,6 +19,7 @@ under temporary names and renamed into place at the end, ``.bin`` last; bad inpu
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -80,12 +81,13 @@ def read_sidecar(prefix) -> Optional[dict]:
 # ---- inputs ------------------------------------------------------------------------------------
 
 
-def _pyarrow_parquet():
+def _pyarrow(path: Path):
     try:
+        import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise MinitronError("data.path: reading .parquet files needs pyarrow: `pip install pyarrow`") from None
-    return pyarrow.parquet
+        raise MinitronError(f"data.path={path}: reading .parquet files needs pyarrow: `pip install pyarrow`") from None
+    return pyarrow
 
 
 def list_sources(data_path, text_field: str = "text") -> list[Source]:
@@ -103,39 +105,69 @@ def list_sources(data_path, text_field: str = "text") -> list[Source]:
         files = [path]
     else:
         raise MinitronError(
-            f"data.path={path}: unsupported file type {path.suffix!r}; use .txt, .jsonl, .parquet or a directory of them"
+            f"data.path={path}: unsupported file type {path.suffix!r}; use .txt, .jsonl, .parquet or a directory"
         )
     return [_describe(file, text_field) for file in files]
 
 
 def _describe(path: Path, text_field: str) -> Source:
+    """Hash ``path`` and count its documents, checking every one (so bad input fails before any work)."""
     digest, size, documents = hashlib.sha256(), 0, 0
     with open(path, "rb") as f:
         if path.suffix == ".jsonl":
-            for line in f:
+            for number, line in enumerate(f, 1):
                 digest.update(line)
                 size += len(line)
-                documents += bool(line.strip())
+                if line.strip():
+                    _jsonl_text(line, number, path, text_field)
+                    documents += 1
         else:
             while chunk := f.read(1 << 22):
                 digest.update(chunk)
                 size += len(chunk)
             documents = 1
     if path.suffix == ".parquet":
-        try:
-            parquet = _pyarrow_parquet().ParquetFile(path)
-        except MinitronError:
-            raise
-        except Exception as err:
-            raise MinitronError(f"data.path={path}: not a readable parquet file ({type(err).__name__}: {err})") from None
-        columns = parquet.schema_arrow.names
-        if text_field not in columns:
-            raise MinitronError(
-                f"data.path={path}: no column {text_field!r} (columns: {', '.join(columns)}); "
-                "set data.text_field= to the column that holds the text"
-            )
-        documents = parquet.metadata.num_rows
+        documents = 0
+        for texts in _parquet_batches(path, text_field):
+            if texts.null_count:
+                row = documents + texts.to_pylist().index(None) + 1
+                raise MinitronError(f"data.path={path}: row {row} of column data.text_field={text_field!r} is null")
+            documents += len(texts)
     return Source(path=path.resolve(), sha256=digest.hexdigest(), bytes=size, documents=documents)
+
+
+def _jsonl_text(line: bytes, number: int, path: Path, text_field: str) -> str:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise MinitronError(f"data.path={path}: line {number} is not valid JSON") from None
+    text = record.get(text_field) if isinstance(record, dict) else None
+    if not isinstance(text, str):
+        raise MinitronError(
+            f"data.path={path}: line {number} has no string field {text_field!r}; "
+            "set data.text_field= to the field that holds the text"
+        )
+    return text
+
+
+def _parquet_batches(path: Path, text_field: str):
+    """The text column of a parquet file, a pyarrow array per batch of rows (checked to be a string column)."""
+    pyarrow = _pyarrow(path)
+    try:
+        parquet = pyarrow.parquet.ParquetFile(path)
+    except Exception as err:
+        raise MinitronError(f"data.path={path}: not a readable parquet file ({type(err).__name__}: {err})") from None
+    schema = parquet.schema_arrow
+    if text_field not in schema.names:
+        raise MinitronError(
+            f"data.path={path}: no column {text_field!r} (columns: {', '.join(schema.names)}); "
+            "set data.text_field= to the column that holds the text"
+        )
+    column_type = schema.field(text_field).type
+    if not (pyarrow.types.is_string(column_type) or pyarrow.types.is_large_string(column_type)):
+        raise MinitronError(f"data.path={path}: column data.text_field={text_field!r} holds {column_type}, not text")
+    for batch in parquet.iter_batches(batch_size=1024, columns=[text_field]):
+        yield batch.column(0)
 
 
 def read_documents(source: Source, text_field: str = "text") -> Iterator[str]:
@@ -146,30 +178,11 @@ def read_documents(source: Source, text_field: str = "text") -> Iterator[str]:
     elif path.suffix == ".jsonl":
         with open(path, "rb") as f:
             for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    raise MinitronError(f"data.path={path}: line {number} is not valid JSON") from None
-                text = record.get(text_field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise MinitronError(
-                        f"data.path={path}: line {number} has no string field {text_field!r}; "
-                        "set data.text_field= to the field that holds the text"
-                    )
-                yield text
+                if line.strip():
+                    yield _jsonl_text(line, number, path, text_field)
     else:
-        row = 0
-        for batch in _pyarrow_parquet().ParquetFile(path).iter_batches(batch_size=1024, columns=[text_field]):
-            for text in batch.column(0).to_pylist():
-                row += 1
-                if not isinstance(text, str):
-                    raise MinitronError(
-                        f"data.path={path}: row {row} of column data.text_field={text_field!r} is "
-                        f"{'null' if text is None else type(text).__name__}, not text"
-                    )
-                yield text
+        for texts in _parquet_batches(path, text_field):
+            yield from texts.to_pylist()
 
 
 # ---- the tokenizer -------------------------------------------------------------------------------
@@ -194,7 +207,8 @@ def tokenizer_identity(files_dir: Path) -> dict:
     files_dir = Path(files_dir).resolve()
     for name in TOKENIZER_FILES:
         if (files_dir / name).is_file():
-            return {"path": str(files_dir), "file": name, "sha256": hashlib.sha256((files_dir / name).read_bytes()).hexdigest()}
+            sha256 = hashlib.sha256((files_dir / name).read_bytes()).hexdigest()
+            return {"path": str(files_dir), "file": name, "sha256": sha256}
     raise MinitronError(f"{files_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
 
 
@@ -283,6 +297,8 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
     if workers < 1:
         raise MinitronError(f"data.workers={workers}: must be >= 1")
     sources = list_sources(data_path, text_field)
+    if not sum(source.documents for source in sources):
+        raise MinitronError(f"data.path={data_path}: holds no documents (empty input); nothing to write")
     files_dir = tokenizer_dir(model_path)
     tokenizer = load_tokenizer(files_dir)
     eod_id = tokenizer.eos_token_id
@@ -303,10 +319,11 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         num_documents = num_tokens = skipped = 0
         bin_digest = hashlib.sha256()
         documents = itertools.chain.from_iterable(read_documents(source, text_field) for source in sources)
+        encoded = encode_documents(documents, files_dir, eod_id, dtype, workers, tokenizer=tokenizer)
         bar = tqdm(total=sum(s.documents for s in sources), desc="tokenize", unit="doc", file=sys.stderr,
                    disable=not progress)  # fmt: skip
-        with bar:
-            for ids in encode_documents(documents, files_dir, eod_id, dtype, workers, tokenizer=tokenizer):
+        with contextlib.closing(encoded), bar:  # closing: a failure stops the worker pool at once
+            for ids in encoded:
                 bar.update(1)
                 if len(ids) == 1:  # nothing but the EOD: an empty document
                     skipped += 1

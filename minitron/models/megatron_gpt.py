@@ -7,6 +7,7 @@ rank's shard of the TP x PP layout.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -93,6 +94,55 @@ def layer_spec(attention: str = "auto"):
     return spec
 
 
+class _BatchMajorOutputLayer:
+    """Mixin for the LM head: when asked for logits, compute them batch-major.
+
+    ``GPTModel`` returns logits as ``logits[s, b, v].transpose(0, 1).contiguous()``: a full copy of
+    the largest tensor of the forward pass (400 MB for 4 x 512 tokens of a 49k vocabulary in fp32,
+    a fifth of SmolLM2-135M's CPU forward time). With ``batch_major`` set, this layer multiplies the
+    ``[b, s, h]`` view of its input instead and returns the ``[s, b, v]`` view of a contiguous
+    ``[b, s, v]`` result, which makes that final ``.contiguous()`` free. Same values, same shapes.
+    """
+
+    batch_major = False
+
+    def forward(self, input_, weight=None, runtime_gather_output=None):
+        if not self.batch_major or self.sequence_parallel:
+            return super().forward(input_, weight=weight, runtime_gather_output=runtime_gather_output)
+        output, bias = super().forward(input_.transpose(0, 1), weight=weight, runtime_gather_output=runtime_gather_output)
+        return output.transpose(0, 1), bias
+
+
+@functools.lru_cache(maxsize=None)
+def _gpt_model_class():  # built lazily: megatron.core is imported only when a model is built
+    from megatron.core.models.gpt.gpt_model import GPTModel
+
+    class MinitronGPTModel(GPTModel):
+        """``GPTModel`` whose logits (a call without labels) come out without a transposing copy."""
+
+        def forward(self, *args, **kwargs):
+            labels = kwargs.get("labels", args[4] if len(args) > 4 else None)
+            head = getattr(self, "output_layer", None) if self.post_process else None
+            if head is None:
+                return super().forward(*args, **kwargs)
+            head.batch_major = labels is None
+            try:
+                return super().forward(*args, **kwargs)
+            finally:
+                head.batch_major = False
+
+    return MinitronGPTModel
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_major_class(head_class: type) -> type:
+    return type(f"BatchMajor{head_class.__name__}", (_BatchMajorOutputLayer, head_class), {})
+
+
+def _use_batch_major_head(model) -> None:
+    model.output_layer.__class__ = _batch_major_class(type(model.output_layer))
+
+
 def build_gpt_model(
     arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, attention: str = "auto"
 ):
@@ -102,10 +152,9 @@ def build_gpt_model(
     parameters matches Hugging Face exactly (Megatron hard-codes some of them).
     """
     from megatron.core import parallel_state
-    from megatron.core.models.gpt.gpt_model import GPTModel
 
     config = transformer_config(arch, tp, pp, dtype)
-    model = GPTModel(
+    model = _gpt_model_class()(
         config=config,
         transformer_layer_spec=layer_spec(attention),
         vocab_size=arch.vocab_size,
@@ -118,6 +167,8 @@ def build_gpt_model(
         parallel_output=True,
     )
     model.rotary_pos_emb.inv_freq = arch.rope_inv_freq().to(model.rotary_pos_emb.inv_freq.device)
+    if model.post_process:
+        _use_batch_major_head(model)
     if torch.cuda.is_available():
         model.cuda(torch.cuda.current_device())
     return model

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import zlib
@@ -133,6 +134,23 @@ def _digests(directory: Path, names: list[str], mode: str, sync: bool) -> dict:
 # ---- saving ----------------------------------------------------------------------------------------
 
 
+def use_in_process_write_queue() -> None:
+    """Let Megatron's checkpoint writer report through an in-process queue instead of a Manager process.
+
+    Megatron's torch_dist writer creates, at the first save, ``multiprocessing.get_context("spawn")
+    .Manager().Queue()`` so that *asynchronous* saves running in another process can report back.
+    minitron saves synchronously: the results are put and taken in this process, so a ``queue.Queue``
+    does the same job without the Manager server process, which costs ~2 s at the first save,
+    re-imports ``__main__`` (a script without a main guard deadlocks), and outlives a SIGKILLed
+    training process while holding its stdout/stderr. No-op when Megatron has already made its queue
+    or no longer has this global.
+    """
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if getattr(filesystem_async, "_results_queue", "gone") is None:
+        filesystem_async._results_queue = queue.Queue()
+
+
 def _sharded_state_dict(parts, is_loading: bool, with_rng: bool, common: Optional[dict] = None) -> dict:
     model_state = parts.module.sharded_state_dict()  # the bare GPTModel: DDP would prefix "module."
     metadata = _OPTIMIZER_METADATA if parts.distributed_optimizer else None
@@ -150,6 +168,7 @@ def save(parts, run_dir, step: int, consumed_samples: int, arch: dict, keep_last
     """Write the training state after ``step`` steps as ``checkpoints/iter_<step>``; returns its path."""
     from megatron.core import dist_checkpointing
 
+    use_in_process_write_queue()
     root = checkpoints_dir(run_dir)
     final = root / checkpoint_name(step)
     partial = root / (final.name + ".partial")

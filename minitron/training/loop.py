@@ -52,6 +52,7 @@ def export_final(parts, source, run_dir: Path, step: int) -> Path:
     fingerprint = f"minitron-train:{run_dir.resolve()}:step{step}"
     staging = checkpoint.begin_output(out, fingerprint, overwrite=True)
     if staging is not None:
+        checkpointing.use_in_process_write_queue()
         with checkpoint.staged(staging):
             checkpoint.save_megatron_checkpoint(parts.module, source, staging, fingerprint, source.hf_config)
         checkpoint.finish_output(staging, out)

@@ -51,7 +51,7 @@ def make_config(model: str, run: str, tp: int = 1, pp: int = 1, steps: int = 5, 
     )  # fmt: skip
 
 
-def run_job(model: str, run: str, kill_after: int | None = None, **settings) -> dict:
+def run_job(model: str, run: str, kill_after: int | None = None, dtype: str = "float32", **settings) -> dict:
     """Train ``model`` (HF dir or minitron checkpoint) into run directory ``run``; returns the summary."""
     from minitron.models.checkpoint import load_model, open_model
     from minitron.parallel import setup_distributed
@@ -63,7 +63,8 @@ def run_job(model: str, run: str, kill_after: int | None = None, **settings) -> 
     source = open_model(model)
     setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
-    parts = build_training_parts(load_model(source, cfg.parallel.tp, cfg.parallel.pp, torch.float32), cfg.train)
+    model_shard = load_model(source, cfg.parallel.tp, cfg.parallel.pp, getattr(torch, dtype))
+    parts = build_training_parts(model_shard, cfg.train)
     rundir.prepare(run, json.dumps(settings, sort_keys=True) + "\n")
 
     def on_step(step):
