@@ -164,7 +164,10 @@ def main(argv=None) -> dict:
     arch = load_arch(args.model)
     peak = matmul_flops(args.device, dtype, 8192 if args.device == "cuda" else 2048)
     tokens = make_batch(arch.vocab_size, args.batch, args.seq)
-    sides = {"pytorch": plain_pytorch(args.model, tokens, args.device, dtype), "minitron": minitron_engine(args.model, tokens, dtype)}
+    sides = {
+        "pytorch": plain_pytorch(args.model, tokens, args.device, dtype),
+        "minitron": minitron_engine(args.model, tokens, dtype),
+    }
     first_loss = {name: timed(step, args.device, args.warmup)[1][0] for name, step in sides.items()}
     times = {name: [] for name in sides}
     for _ in range(args.rounds):
@@ -177,7 +180,7 @@ def main(argv=None) -> dict:
         "benchmark": "train",
         "model": str(args.model), "random_weights": args.random_weights,
         "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "dtype": str(dtype).replace("torch.", ""),
         "batch": args.batch,
@@ -211,6 +214,16 @@ def main(argv=None) -> dict:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return result
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def versions_and_time() -> dict:

@@ -33,7 +33,7 @@ def main(cfg) -> None:
     resolved, run_config = OmegaConf.to_yaml(cfg, resolve=True), OmegaConf.to_container(cfg, resolve=True)
     cfg = schema.to_object(cfg)
     source = checkpoint.open_model(cfg.model.path)
-    checks.check_train_inputs(cfg, source.arch, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
+    checks.check_train_inputs(cfg, source, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
         dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
@@ -44,7 +44,8 @@ def main(cfg) -> None:
         data = build_train_data(cfg, source, run_dir)
         parts = build_training_parts(checkpoint.load_model(source, ctx.tp, ctx.pp, dtype), cfg.train)
         result = loop.train(parts, data, cfg, run_dir, source, run_config=run_config)
-        runtime.log(f"done: loss {result['loss']}, model in {result['final']} "
+        loss = "-" if result["loss"] is None else f"{result['loss']:.4f}"
+        runtime.log(f"done: {result['steps']} steps, loss {loss}, model in {result['final']} "
                     f"(export: minitron convert model.path={result['final']} output=HF_DIR)")  # fmt: skip
         runtime.print_result(result)
     finally:

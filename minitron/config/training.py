@@ -9,7 +9,7 @@ of processes run in :mod:`minitron.training.checks` before anything is written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -23,8 +23,8 @@ VERIFY_MODES = ("checksum", "size")
 
 @dataclass
 class TrainDataConfig:
-    path: Optional[str] = None  # prefix of a tokenized dataset (PREFIX.bin + PREFIX.idx) from `minitron data prepare`
-    split: str = "99,1,0"  # train,valid,test shares of the documents (validation uses the second)
+    path: Any = None  # tokenized dataset prefix (`minitron data prepare`), a list of them, or [[weight, prefix], ...]
+    split: str = "99,1,0"  # train,valid,test shares of documents; quote it on a command line: "data.split='90,10,0'"
     cache_dir: Optional[str] = None  # where dataset index caches go (None: OUTPUT/data_cache)
 
 
@@ -87,7 +87,7 @@ class CheckpointConfig:
     interval: int = 100  # save a training checkpoint every N steps, and always after the last step
     keep_last: int = 2  # keep the newest N training checkpoints, delete older ones
     resume: bool = True  # continue from the newest valid checkpoint in OUTPUT/checkpoints when there is one
-    verify: str = "checksum"  # what a manifest records and a resume checks: checksum (size + CRC32 of every file) | size
+    verify: str = "checksum"  # what a checkpoint's manifest records and a resume checks: checksum (size + CRC32) | size
 
     def __post_init__(self):
         if self.interval < 1:

@@ -90,7 +90,8 @@ def megatron_heldout_loss(model, windows: torch.Tensor, micro_batch_size: int, p
         chunk = mine[start : start + micro_batch_size]
         labels, mask = _labels_and_mask(chunk)
         batches.append({"tokens": chunk, "labels": labels, "mask": mask})
-    totals = torch.zeros(2, dtype=torch.float64)
+    device = next(model.parameters()).device
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # NCCL reduces device tensors only
     counts_here = parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0
     bar = tqdm(total=len(batches), desc="eval", unit="batch", disable=not (progress and torch.distributed.get_rank() == 0))
 

@@ -150,7 +150,7 @@ def _distributed_optimizer(method: str, patch: str):
 
     cls = getattr(distrib_optimizer, "DistributedOptimizer", None)
     if cls is None or not callable(getattr(cls, method, None)):
-        raise CpuCompatError(f"{patch}: megatron.core.optimizer.distrib_optimizer.DistributedOptimizer.{method} is gone")
+        raise CpuCompatError(f"{patch}: megatron.core.optimizer.distrib_optimizer.DistributedOptimizer.{method} gone")
     return cls
 
 

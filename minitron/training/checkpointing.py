@@ -185,7 +185,8 @@ def save(parts, run_dir, step: int, consumed_samples: int, arch: dict, keep_last
     }
     dist_checkpointing.save(_sharded_state_dict(parts, False, True, common), str(partial))
     _barrier()
-    files = _digests(partial, _data_files(partial), verify, sync=True)
+    names = _all_gather(_data_files(partial) if _rank() == 0 else None)[0]  # one listing for all ranks
+    files = _digests(partial, names, verify, sync=True)
     if _rank() == 0:
         manifest = {"format": "minitron-train-checkpoint", "version": 1, "step": step,
                     "consumed_samples": consumed_samples, "layout": common["layout"], "verify": verify,
@@ -286,7 +287,8 @@ def find_resumable(run_dir) -> Optional[Path]:
         refused.append(path.name)
     if refused:
         raise MinitronError(
-            f"{checkpoints_dir(run_dir)}: no valid checkpoint to resume from (refused {', '.join(refused)}, now *.corrupt); "
+            f"{checkpoints_dir(run_dir)}: no valid checkpoint to resume from (refused {', '.join(refused)}, "
+            "now *.corrupt); "
             "run again to start from step 0, or pass checkpoint.resume=false"
         )
     return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from minitron.config.training import TrainCommand
 from minitron.errors import MinitronError
-from minitron.models.arch import ModelArch
 from minitron.models.megatron_gpt import check_parallel_layout
 from minitron.training import data, metrics, rundir
 
@@ -22,9 +21,11 @@ def data_parallel_size(world_size: int, tp: int, pp: int) -> int:
     return world_size // (tp * pp)
 
 
-def check_train_inputs(cfg: TrainCommand, arch: ModelArch, world_size: int) -> None:
-    """Raise :class:`MinitronError` for the first problem found; reads files, writes nothing."""
-    settings = cfg.train
+def check_train_inputs(cfg: TrainCommand, source, world_size: int) -> None:
+    """Raise :class:`MinitronError` for the first problem found; reads files, writes nothing.
+
+    ``source`` is the model's :class:`~minitron.models.checkpoint.ModelSource`."""
+    settings, arch = cfg.train, source.arch
     if settings.seq_length > arch.max_position_embeddings:
         raise MinitronError(
             f"train.seq_length={settings.seq_length} exceeds the model's max_position_embeddings="
@@ -47,4 +48,6 @@ def check_train_inputs(cfg: TrainCommand, arch: ModelArch, world_size: int) -> N
     if problem:
         raise MinitronError(problem)
     rundir.check_output(cfg.output)
-    data.check_prefix(cfg.data.path, settings.seq_length)
+    if cfg.data.path is None:  # before loading the tokenizer, which a model without one would complain about
+        data.check_data(None, settings.seq_length, arch.vocab_size, None)
+    data.check_data(cfg.data.path, settings.seq_length, arch.vocab_size, data.eod_id(source))

@@ -9,6 +9,7 @@ Only global rank 0 writes. ``OUTPUT/metrics.jsonl`` gets one JSON object per lin
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import time
@@ -73,8 +74,9 @@ class MetricsLogger:
         if settings.wandb_project:
             import wandb
 
+            run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]  # resumes continue it
             self.wandb = wandb.init(
-                project=settings.wandb_project, name=settings.wandb_name or Path(run_dir).name,
+                project=settings.wandb_project, name=settings.wandb_name or Path(run_dir).name, id=run_id,
                 config=run_config, dir=str(run_dir), resume="allow",
             )  # fmt: skip
         if settings.progress:

@@ -79,7 +79,8 @@ def _run_schedule(model, batches: Iterator[dict], num_micro_batches: int, seq_le
     )
 
 
-def train_step(parts, batches: Iterator[dict], num_micro_batches: int, seq_length: int, micro_batch_size: int) -> StepResult:
+def train_step(parts, batches: Iterator[dict], num_micro_batches: int, seq_length: int,
+               micro_batch_size: int) -> StepResult:  # fmt: skip
     """Forward/backward over one global batch (this rank's ``num_micro_batches``), then one update."""
     from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 

@@ -18,7 +18,9 @@ def test_sdpa_equals_local_attention(tiny_models, megatron_world):
     tokens = torch.randint(0, arch.vocab_size, (2, 33), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(full_logits(sdpa, tokens), full_logits(local, tokens), rtol=0, atol=1e-5)
     # an explicit causal mask (Megatron convention: True = masked) gives the same result
-    positions = torch.arange(33).unsqueeze(0).expand(2, -1)
-    mask = torch.triu(torch.ones(1, 1, 33, 33, dtype=torch.bool), diagonal=1)
+    device = next(sdpa.parameters()).device
+    tokens = tokens.to(device)
+    positions = torch.arange(33, device=device).unsqueeze(0).expand(2, -1)
+    mask = torch.triu(torch.ones(1, 1, 33, 33, dtype=torch.bool, device=device), diagonal=1)
     with torch.no_grad():
         torch.testing.assert_close(sdpa(tokens, positions, mask), sdpa(tokens, positions, None), rtol=0, atol=1e-6)

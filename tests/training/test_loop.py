@@ -25,7 +25,8 @@ def test_loss_goes_down_and_lr_follows_warmup_then_cosine(train_model, tmp_path,
     peak, floor, decay = 3e-3, 3e-4, 24
     for record in train:
         done = record["step"] - 1
-        expected = peak * done / 1 if done <= 1 else floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * (done - 1) / (decay - 1)))
+        cosine = 0.5 * (1 + math.cos(math.pi * (done - 1) / (decay - 1)))
+        expected = peak * done if done <= 1 else floor + (peak - floor) * cosine
         assert record["lr"] == pytest.approx(expected, rel=1e-6), record
     assert all(r["grad_norm"] > 0 and r["tokens"] == 4 * 32 and r["tokens_per_s"] > 0 for r in train)
     # the final model is a minitron Megatron checkpoint, and the run directory records its provenance

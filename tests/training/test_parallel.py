@@ -42,6 +42,13 @@ def torchrun_jobs(tmp_path, name, jobs, expect_kill=False):
     assert returncode != 0 and "SIGKILL" in text, text[-3000:]
 
 
+def final_parameters(run_dir):
+    from minitron.models.checkpoint import load_model, open_model
+
+    model = load_model(open_model(run_dir / "final"), 1, 1, torch.float32)
+    return dict(model.named_parameters())
+
+
 @pytest.mark.slow
 def test_layouts_equal_tp1(train_model, tmp_path, megatron_world):
     model = str(train_model)
@@ -51,10 +58,15 @@ def test_layouts_equal_tp1(train_model, tmp_path, megatron_world):
     torchrun_jobs(tmp_path, "layouts", jobs)
     reference = losses(tmp_path / "tp1")
     assert len(reference) == 5 and reference[-1] < reference[0]
+    expected = final_parameters(tmp_path / "tp1")
     for name in layouts:
         got = losses(tmp_path / name)
         assert len(got) == 5
         assert max(abs(a - b) for a, b in zip(got, reference)) < TOLERANCE, (name, got, reference)
+        # each layout's final model loads here at TP=1 and holds (nearly) the reference's weights
+        weights = final_parameters(tmp_path / name)
+        worst = max((weights[key] - expected[key]).abs().max().item() for key in expected)
+        assert weights.keys() == expected.keys() and worst < TOLERANCE, (name, worst)
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +78,14 @@ def killed_runs(train_model, tmp_path_factory):
     layouts = {"tp2": {"tp": 2}, "dp2-distopt": {"distributed_optimizer": True}}
 
     def job(name, kind, **extra):
-        return {"model": model, "run": str(root / f"{name}-{kind}"), "steps": 6, "interval": 2, **layouts[name], **extra}
+        run = str(root / f"{name}-{kind}")
+        return {"model": model, "run": run, "steps": 6, "interval": 2, **layouts[name], **extra}
 
-    torchrun_jobs(root, "launch1", [job("tp2", "whole"), job("dp2-distopt", "whole"), job("tp2", "killed", kill_after=3)],
-                  expect_kill=True)  # fmt: skip
+    first = [job("tp2", "whole"), job("dp2-distopt", "whole"), job("tp2", "killed", kill_after=3)]
+    torchrun_jobs(root, "launch1", first, expect_kill=True)
     torchrun_jobs(root, "launch2", [job("tp2", "killed"), job("dp2-distopt", "killed", kill_after=3)], expect_kill=True)
     torchrun_jobs(root, "launch3", [job("dp2-distopt", "killed")])
     return root
-
-
-def final_parameters(run_dir):
-    from minitron.models.checkpoint import load_model, open_model
-
-    model = load_model(open_model(run_dir / "final"), 1, 1, torch.float32)
-    return dict(model.named_parameters())
 
 
 @pytest.mark.slow
@@ -98,7 +104,8 @@ def test_killed_run_resumes_bit_identically(layout, killed_runs, megatron_world)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout,settings", [("tp2", {}), ("dp2-distopt", {"distributed_optimizer": True})])
-def test_checkpoint_reshards_to_one_process(layout, settings, killed_runs, train_model, tmp_path, megatron_world, capfd):
+def test_checkpoint_reshards_to_one_process(layout, settings, killed_runs, train_model, tmp_path, megatron_world,
+                                            capfd):  # fmt: skip
     """The whole run's step-4 checkpoint (TP=2, or DP=2 distributed optimizer) resumed here at TP=1 DP=1."""
     run = tmp_path / "run"
     shutil.copytree(killed_runs / f"{layout}-whole", run)
