@@ -190,9 +190,16 @@ def arch_from_hf_config(config: dict) -> ModelArch:
     )
 
 
-def hf_config_from_arch(arch: ModelArch, base: dict) -> dict:
-    """The ``config.json`` dict of ``arch``: ``base`` (the source model's config) with its sizes replaced."""
+def hf_config_from_arch(arch: ModelArch, base: dict, kept_layers: Optional[list] = None) -> dict:
+    """The ``config.json`` dict of ``arch``: ``base`` (the source model's config) with its sizes replaced.
+
+    Per-layer lists (Qwen2's ``layer_types``) keep the entries of ``kept_layers`` (source indices;
+    default: the first ``arch.num_layers``).
+    """
     config = dict(base)
+    if isinstance(config.get("layer_types"), list):
+        kept = kept_layers if kept_layers is not None else range(arch.num_layers)
+        config["layer_types"] = [config["layer_types"][i] for i in kept]
     config.update(
         num_hidden_layers=arch.num_layers,
         hidden_size=arch.hidden_size,

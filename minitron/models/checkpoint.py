@@ -33,8 +33,8 @@ from minitron.models.arch import ModelArch, arch_from_hf_config, hf_config_from_
 from minitron.models.safetensors_io import SafetensorsReader, StreamingSafetensorsWriter
 
 FORMAT = "minitron-megatron-checkpoint"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
-NOT_CARRIED = {"config.json", "model.safetensors.index.json", "minitron.json"}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".png")
+NOT_CARRIED = {"config.json", "model.safetensors.index.json", "minitron.json", "importance.json", "prune_summary.json"}
 
 
 @dataclasses.dataclass

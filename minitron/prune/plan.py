@@ -1,0 +1,188 @@
+"""From importance scores and pruning targets to a plan: the student architecture and kept units.
+
+A :class:`PrunePlan` says which source layers survive (in order) and, per surviving layer, which
+embedding channels, MLP neurons, query groups and heads are kept (indices in Hugging Face order,
+sorted ascending so that pruning to the original sizes is the identity). Width is homogeneous, as in
+Megatron-Core: every layer keeps the same *number* of neurons/heads, each its own most important ones.
+``head_dim`` is always kept.
+
+Heads are ranked within their query group: each kept group keeps its ``heads / groups`` best heads,
+so grouped-query attention stays regular. Query groups, when pruned, are ranked by their heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from minitron.errors import MinitronError
+from minitron.models.arch import ModelArch
+from minitron.prune.scores import ImportanceScores
+
+DEPTH_METRICS = ("window_loss", "layer_loss", "block_influence")
+
+
+@dataclasses.dataclass
+class PruneTargets:
+    """What to prune to; every size is optional (None keeps the source's)."""
+
+    hidden_size: Optional[int] = None  # embedding channels
+    ffn_hidden_size: Optional[int] = None  # MLP neurons per layer
+    num_attention_heads: Optional[int] = None  # query heads per layer
+    num_query_groups: Optional[int] = None  # key/value heads per layer
+    num_layers: Optional[int] = None  # layers to keep, chosen by depth_metric
+    drop_layers: Optional[list] = None  # explicit 0-based layers to drop (instead of num_layers)
+    depth_metric: str = "window_loss"  # window_loss (contiguous run, LM loss) | layer_loss | block_influence
+    ranking: str = "importance"  # importance | random (the ablation baseline)
+    seed: int = 0  # seed of the random ranking
+
+
+@dataclasses.dataclass
+class PrunePlan:
+    source: ModelArch
+    student: ModelArch
+    layers: list[int]  # kept source layers, in order; student layer j is source layer layers[j]
+    hidden: torch.Tensor  # [student hidden] kept channels
+    ffn: list[torch.Tensor]  # per student layer: [student ffn] kept neurons
+    groups: list[torch.Tensor]  # per student layer: [student groups] kept query groups
+    heads: list[torch.Tensor]  # per student layer: [student heads] kept heads (grouped by kept group)
+
+    def summary(self) -> dict:
+        return {
+            "source": self.source.to_dict(),
+            "student": self.student.to_dict(),
+            "params_before": self.source.params,
+            "params_after": self.student.params,
+            "non_embedding_params_before": self.source.non_embedding_params,
+            "non_embedding_params_after": self.student.non_embedding_params,
+            "kept_fraction_non_embedding": self.student.non_embedding_params / self.source.non_embedding_params,
+            "kept_layers": self.layers,
+            "dropped_layers": [i for i in range(self.source.num_layers) if i not in self.layers],
+        }
+
+
+def _check_size(field: str, target: Optional[int], source: int) -> int:
+    if target is None:
+        return source
+    if target < 1:
+        raise MinitronError(f"prune.{field}={target}: must be >= 1")
+    if target > source:
+        raise MinitronError(f"prune.{field}={target} is larger than the source's {field}={source}; pruning only removes")
+    return target
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` highest scores, ascending (ties broken by the lower index)."""
+    order = torch.argsort(-scores.double(), stable=True)
+    return torch.sort(order[:k]).values
+
+
+def randomized(scores: ImportanceScores, seed: int) -> ImportanceScores:
+    """Scores of the same shapes drawn at random (the ablation baseline for ``prune.ranking=random``)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(t):
+        return torch.rand(t.shape, generator=gen, dtype=torch.float64).float()
+
+    return dataclasses.replace(
+        scores,
+        hidden=rand(scores.hidden), ffn=rand(scores.ffn), heads=rand(scores.heads), groups=rand(scores.groups),
+        layer_bi=rand(scores.layer_bi),
+        layer_loss=None if scores.layer_loss is None else rand(scores.layer_loss),
+        window_loss={k: rand(v) for k, v in scores.window_loss.items()},
+    )  # fmt: skip
+
+
+def select_layers(arch: ModelArch, scores: ImportanceScores, targets: PruneTargets) -> list[int]:
+    """Source layers kept, from ``drop_layers`` or ``num_layers`` + ``depth_metric``."""
+    total = arch.num_layers
+    if targets.drop_layers is not None and targets.num_layers is not None:
+        raise MinitronError("prune.num_layers and prune.drop_layers are exclusive: set one of them")
+    if targets.drop_layers is not None:
+        drop = sorted(set(int(i) for i in targets.drop_layers))
+        bad = [i for i in drop if not 0 <= i < total]
+        if bad:
+            raise MinitronError(f"prune.drop_layers: unknown layer index {bad[0]} (the model has layers 0..{total - 1})")
+        if len(drop) == total:
+            raise MinitronError("prune.drop_layers drops every layer; keep at least one")
+        return [i for i in range(total) if i not in drop]
+    keep = _check_size("num_layers", targets.num_layers, total)
+    n_drop = total - keep
+    if n_drop == 0:
+        return list(range(total))
+    metric = targets.depth_metric
+    if metric not in DEPTH_METRICS:
+        raise MinitronError(f"prune.depth_metric={metric!r}: use one of {', '.join(DEPTH_METRICS)}")
+    if metric == "window_loss":
+        if n_drop not in scores.window_loss:
+            raise MinitronError(
+                f"the importance scores have no contiguous-window losses for {n_drop} layers "
+                f"(have {sorted(scores.window_loss)}); re-run importance for prune.num_layers={keep}"
+            )
+        start = int(torch.argmin(scores.window_loss[n_drop].double()))
+        drop = set(range(start, start + n_drop))
+    else:
+        values = scores.layer_bi if metric == "block_influence" else scores.layer_loss
+        if values is None:
+            raise MinitronError(f"the importance scores have no {metric} layer scores; re-run importance with it")
+        drop = set(torch.argsort(values.double(), stable=True)[:n_drop].tolist())
+    return [i for i in range(total) if i not in drop]
+
+
+def plan_pruning(arch: ModelArch, scores: ImportanceScores, targets: PruneTargets, tp: int = 1) -> PrunePlan:
+    """The student architecture and kept units for ``targets`` (validated, with clear errors)."""
+    if targets.ranking not in ("importance", "random"):
+        raise MinitronError(f"prune.ranking={targets.ranking!r}: use importance or random")
+    if targets.ranking == "random":
+        scores = randomized(scores, targets.seed)
+    hidden = _check_size("hidden_size", targets.hidden_size, arch.hidden_size)
+    ffn = _check_size("ffn_hidden_size", targets.ffn_hidden_size, arch.ffn_hidden_size)
+    groups = _check_size("num_query_groups", targets.num_query_groups, arch.num_query_groups)
+    heads = _check_size("num_attention_heads", targets.num_attention_heads, arch.num_attention_heads)
+    if targets.num_query_groups is not None and targets.num_attention_heads is None:
+        heads = groups * (arch.num_attention_heads // arch.num_query_groups)  # keep heads per group
+    if heads % groups:
+        raise MinitronError(
+            f"prune.num_attention_heads={heads} is not divisible by num_query_groups={groups}: "
+            "every query group needs the same number of heads"
+        )
+    if heads // groups > arch.num_attention_heads // arch.num_query_groups:
+        raise MinitronError(
+            f"prune.num_attention_heads={heads} with num_query_groups={groups} needs {heads // groups} heads per "
+            f"group, more than the source's {arch.num_attention_heads // arch.num_query_groups}"
+        )
+    if hidden % heads:
+        raise MinitronError(
+            f"prune.hidden_size={hidden} is not a multiple of num_attention_heads={heads}; Hugging Face "
+            f"transformers refuses such a config: use a multiple of {heads}"
+        )
+    for field, value in (("num_attention_heads", heads), ("num_query_groups", groups), ("ffn_hidden_size", ffn)):
+        if value % tp:
+            raise MinitronError(f"prune.{field}={value} is not divisible by parallel.tp={tp}; choose a multiple of {tp}")
+    expected = {"hidden": (arch.hidden_size,), "ffn": (arch.num_layers, arch.ffn_hidden_size),
+                "heads": (arch.num_layers, arch.num_attention_heads), "groups": (arch.num_layers, arch.num_query_groups)}  # fmt: skip
+    for name, shape in expected.items():
+        if tuple(getattr(scores, name).shape) != shape:
+            raise MinitronError(f"importance scores: {name} has shape {tuple(getattr(scores, name).shape)}, "
+                                f"the model needs {shape}; they belong to another model")  # fmt: skip
+
+    layers = select_layers(arch, scores, targets)
+    heads_per_group_src = arch.num_attention_heads // arch.num_query_groups
+    heads_per_group = heads // groups
+    kept_ffn, kept_groups, kept_heads = [], [], []
+    for layer in layers:
+        kept_ffn.append(_top(scores.ffn[layer], ffn))
+        layer_groups = _top(scores.groups[layer], groups)
+        kept_groups.append(layer_groups)
+        per_group = []
+        for group in layer_groups.tolist():
+            members = torch.arange(group * heads_per_group_src, (group + 1) * heads_per_group_src)
+            per_group.append(members[_top(scores.heads[layer][members], heads_per_group)])
+        kept_heads.append(torch.cat(per_group))
+    student = dataclasses.replace(
+        arch, num_layers=len(layers), hidden_size=hidden, ffn_hidden_size=ffn,
+        num_attention_heads=heads, num_query_groups=groups,
+    )  # fmt: skip
+    return PrunePlan(arch, student, layers, _top(scores.hidden, hidden), kept_ffn, kept_groups, kept_heads)
