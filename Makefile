@@ -31,16 +31,26 @@ test: install assets
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# The demo pipeline (grows with each stage): SmolLM2-135M-Instruct -> Megatron -> teacher correction.
+SMOLLM2 = $$($(PY) -c 'from minitron.assets import asset_path; print(asset_path("smollm2-135m"))')
+SOTU = $$($(PY) -c 'from minitron.assets import asset_path; print(asset_path("sotu"))')
+DEMO_TC_STEPS ?= 24
+
 demo: install
 	$(MINITRON) assets fetch smollm2-135m sotu
-	@echo "== import SmolLM2-135M-Instruct (from its GGUF) into a Megatron checkpoint"
-	$(MINITRON) convert model.path=$$($(PY) -c 'from minitron.assets import asset_path; print(asset_path("smollm2-135m"))') output=$(DEMO_DIR)/teacher
-	@echo "== architecture, parameters, FLOPs"
+	@echo "== 1. import SmolLM2-135M-Instruct (from its GGUF) into a Megatron checkpoint"
+	$(MINITRON) convert model.path=$(SMOLLM2) output=$(DEMO_DIR)/teacher
+	@echo "== 2. architecture, parameters, FLOPs"
 	$(MINITRON) info model.path=$(DEMO_DIR)/teacher
-	@echo "== held-out loss on $(DEMO_WINDOWS) x 512 tokens of State of the Union addresses: minitron (Megatron-Core) vs transformers"
-	$(MINITRON) eval model.path=$$($(PY) -c 'from minitron.assets import asset_path; print(asset_path("smollm2-135m"))') \
-		data.path=$$($(PY) -c 'from minitron.assets import corpus_split_path; print(corpus_split_path("sotu", "heldout"))') \
-		eval.max_windows=$(DEMO_WINDOWS) eval.reference=true
+	@echo "== 3. held-out loss on $(DEMO_WINDOWS) x 512 tokens of State of the Union addresses: minitron vs transformers"
+	$(MINITRON) eval model.path=$(SMOLLM2) data.path=$(SOTU)/heldout.jsonl eval.max_windows=$(DEMO_WINDOWS) eval.reference=true
+	@echo "== 4. tokenize the training split; teacher correction for $(DEMO_TC_STEPS) steps (resumes if interrupted)"
+	$(MINITRON) data prepare data.path=$(SOTU)/train.jsonl model.path=$(SMOLLM2) output=$(DEMO_DIR)/data/sotu_train
+	$(MINITRON) train train=teacher_correction model.path=$(DEMO_DIR)/teacher data.path=$(DEMO_DIR)/data/sotu_train \
+		output=$(DEMO_DIR)/teacher_corrected train.steps=$(DEMO_TC_STEPS) train.global_batch_size=8 train.micro_batch_size=4 \
+		train.seq_length=512 train.warmup_steps=4 train.lr=1e-4 train.min_lr=1e-5 train.eval_interval=1000 train.log_interval=4
+	@echo "== 5. held-out loss of the corrected teacher (compare with step 3)"
+	$(MINITRON) eval model.path=$(DEMO_DIR)/teacher_corrected/final data.path=$(SOTU)/heldout.jsonl eval.max_windows=$(DEMO_WINDOWS)
 
 bench: install
 	$(PY) benchmarks/forward.py

@@ -31,7 +31,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import minitron.runtime  # noqa: E402,F401  (quiets Megatron's warnings about optional CUDA libraries)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 ADAM = dict(lr=1e-5, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from minitron.errors import MinitronError
+from minitron.fsutil import open_permissions
 
 MARKER = ".minitron-asset.json"
 SPLITS = ("calib", "train", "heldout")
@@ -548,14 +549,6 @@ def _clean_stale_partials(log: Log) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _open_permissions(directory: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in directory.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def _install(asset: Asset, log: Log) -> Path:
     """Download, verify, build and atomically move one asset into place."""
     dest = asset.path
@@ -585,7 +578,7 @@ def _install(asset: Asset, log: Log) -> Path:
                   "sha256": _pin(asset), "archive": asset.archive or None,
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
         (stage / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-        _open_permissions(stage)
+        open_permissions(stage)
         if dest.exists():
             os.rename(dest, work / "old")
         os.rename(stage, dest)

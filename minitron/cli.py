@@ -14,6 +14,7 @@ STAGES = {
     "info": "architecture, parameter counts and FLOPs per token of a model",
     "convert": "Hugging Face directory <-> Megatron checkpoint, at any TP/PP",
     "eval": "held-out loss and perplexity of a model on a text or jsonl file",
+    "importance": "importance of channels, neurons, heads and layers on calibration data (scores + plots)",
     "train": "train a model on a tokenized corpus (teacher correction: train=teacher_correction); resumes",
     "data": "tokenize text/jsonl/parquet into a Megatron indexed dataset (`minitron data prepare ...`)",
     "assets": "fetch the demo teacher, corpus and evaluation data (`minitron assets fetch`)",

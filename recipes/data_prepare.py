@@ -27,6 +27,10 @@ def main(cfg) -> None:
         cfg.data.path, cfg.model.path, cfg.output, text_field=cfg.data.text_field, workers=cfg.data.workers,
         overwrite=cfg.overwrite, progress=runtime.is_main_process(),
     )  # fmt: skip
+    if result.get("skipped"):
+        runtime.log(f"{result['output']} is up to date (same files, same tokenizer): nothing to do")
+        runtime.print_result(result)
+        return
     runtime.log(f"{result['num_documents']:,} documents, {result['num_tokens']:,} tokens in {result['seconds']:.1f} s "
                 f"({result['tokens_per_s']:,} tokens/s, {result['workers']} workers)")  # fmt: skip
     runtime.print_result(result)

@@ -120,6 +120,10 @@ def register() -> None:
     training.register()
     data.register()
 
+    from minitron.config import prune
+
+    prune.register()
+
 
 def to_object(cfg):
     """The validated dataclass instance of a composed config (runs every ``__post_init__``)."""

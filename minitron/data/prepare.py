@@ -281,6 +281,27 @@ def output_prefix(output, overwrite: bool) -> Path:
     return prefix
 
 
+def _up_to_date(output, sources, files_dir, text_field) -> Optional[dict]:
+    """The summary of an existing dataset at ``output`` made from the same files with the same tokenizer."""
+    prefix = Path(str(output).removesuffix(".bin").removesuffix(".idx"))
+    sidecar = Path(f"{prefix}.json")
+    if not (Path(f"{prefix}.bin").is_file() and Path(f"{prefix}.idx").is_file() and sidecar.is_file()):
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError:
+        return None
+    same = (
+        meta.get("sources") == [source.to_dict() for source in sources]
+        and meta.get("tokenizer") == tokenizer_identity(files_dir)
+        and meta.get("text_field") == text_field
+    )
+    if not same:
+        return None
+    keys = ("num_documents", "num_tokens", "skipped_documents", "vocab_size", "eod_id", "dtype")
+    return {"output": str(prefix), **{k: meta[k] for k in keys}, "skipped": True}
+
+
 def prepare_dataset(data_path, model_path, output, text_field: str = "text", workers: Optional[int] = None,
                     overwrite: bool = False, progress: bool = True) -> dict:  # fmt: skip
     """Tokenize ``data_path`` with the tokenizer of ``model_path`` into ``output``.bin/.idx/.json.
@@ -306,6 +327,9 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         raise MinitronError(f"model.path={model_path}: its tokenizer has no eos_token to end documents with")
     vocab_size = len(tokenizer)
     dtype = DType.optimal_dtype(vocab_size)
+    existing = _up_to_date(output, sources, files_dir, text_field)
+    if existing is not None and not overwrite:
+        return existing
     prefix = output_prefix(output, overwrite)
     final = {suffix: Path(f"{prefix}{suffix}") for suffix in (".bin", ".idx", ".json")}
     staged = {suffix: Path(f"{path}.partial") for suffix, path in final.items()}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from minitron.errors import MinitronError
+from minitron.fsutil import open_permissions
 
 #: Text used to check that the saved model reproduces the GGUF model's logits.
 CHECK_TEXT = "The State of the Union is strong. Linux documentation explains kernel modules."
@@ -101,15 +102,6 @@ def logits_for(model, input_ids):
         return model(input_ids=input_ids).logits
 
 
-def _open_permissions(directory: Path) -> None:
-    """Give ``directory`` (made by mkdtemp, mode 0700) and its files the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in directory.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def gguf_to_hf(
     gguf_file: Path, out_dir: Path, *, verify: bool = True, log: Log | None = _print
 ) -> Path:
@@ -142,7 +134,7 @@ def gguf_to_hf(
         say(f"gguf: saving safetensors (fp32) and tokenizer to {out_dir}")
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        _open_permissions(tmp)
+        open_permissions(tmp)
         if verify:
             ids = tokenizer(CHECK_TEXT, return_tensors="pt").input_ids
             expected = logits_for(gguf_model, ids)

@@ -234,3 +234,19 @@ def test_cli_data_sub_commands():
     assert result.returncode == 2 and result.stderr.startswith("error: unknown data sub-command 'tokenize'")
     assert run_cli("data").returncode == 2
     assert run_cli("data", "--help").returncode == 0
+
+
+def test_prepare_again_is_a_no_op_until_the_input_changes(tiny_models, tmp_path):
+    from minitron.data.prepare import prepare_dataset
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"text": "hello world"}\n{"text": "second document"}\n')
+    out = tmp_path / "data" / "corpus"
+    first = prepare_dataset(source, tiny_models["llama31"], out, workers=1, progress=False)
+    bin_bytes = (tmp_path / "data" / "corpus.bin").read_bytes()
+    again = prepare_dataset(source, tiny_models["llama31"], out, workers=1, progress=False)
+    assert again["skipped"] is True and again["num_tokens"] == first["num_tokens"]
+    assert (tmp_path / "data" / "corpus.bin").read_bytes() == bin_bytes
+    source.write_text('{"text": "changed"}\n')
+    with pytest.raises(MinitronError, match="already exists; pass overwrite=true"):
+        prepare_dataset(source, tiny_models["llama31"], out, workers=1, progress=False)

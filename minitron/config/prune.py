@@ -1,0 +1,77 @@
+"""Schemas of importance estimation (``minitron importance``); registered by :func:`register`.
+
+``conf/importance.yaml`` composes :class:`ImportanceCommand`: the model, its parallel layout, the
+calibration text (``data``), how many windows of it to use (``calib``) and what to estimate
+(``importance``). The paper's calibration is 1024 samples of 4096 tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from minitron.config.schema import DataConfig, ModelConfig, ParallelConfig
+from minitron.errors import MinitronError
+from minitron.prune.aggregation import BATCH_REDUCTIONS, SEQ_REDUCTIONS
+from minitron.prune.importance import DEPTH_METRICS
+
+
+@dataclass
+class CalibConfig:
+    num_samples: int = 1024  # calibration windows (the paper: 1024); the data must hold this many
+    seq_length: int = 4096  # tokens per window (the paper: 4096); at most the model's max_position_embeddings
+    micro_batch_size: int = 1  # windows per forward pass on one rank
+
+    def __post_init__(self):
+        for name in ("num_samples", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise MinitronError(f"calib.{name}={getattr(self, name)}: must be >= 1")
+        if self.seq_length < 2:
+            raise MinitronError(f"calib.seq_length={self.seq_length}: must be >= 2")
+
+
+@dataclass
+class ImportanceConfig:
+    batch_aggregation: str = "l2"  # over calibration samples: l2 (the paper's best) | mean | max
+    seq_aggregation: str = "mean"  # over the tokens of a sample, of |activation|: mean (the paper's best) | l2 | max
+    # bi: block influence (free); layer_loss: one forward pass per layer; window_loss: one per run of layers
+    depth_metrics: list[str] = field(default_factory=lambda: list(DEPTH_METRICS))
+    window_sizes: Optional[list[int]] = None  # run lengths k for window_loss (layers dropped); null: [num_layers // 2]
+    loss_num_samples: Optional[int] = None  # compute the loss metrics on the first N windows only (null: all)
+    plots: bool = True  # also write PNG plots of the scores
+
+    def __post_init__(self):
+        if self.batch_aggregation not in BATCH_REDUCTIONS:
+            raise MinitronError(
+                f"importance.batch_aggregation={self.batch_aggregation!r}: use one of {', '.join(BATCH_REDUCTIONS)}"
+            )
+        if self.seq_aggregation not in SEQ_REDUCTIONS:
+            raise MinitronError(
+                f"importance.seq_aggregation={self.seq_aggregation!r}: use one of {', '.join(SEQ_REDUCTIONS)}"
+            )
+        unknown = [m for m in self.depth_metrics if m not in DEPTH_METRICS]
+        if unknown:
+            raise MinitronError(f"importance.depth_metrics: unknown {unknown}; use any of {', '.join(DEPTH_METRICS)}")
+        if self.window_sizes is not None and any(k < 1 for k in self.window_sizes):
+            raise MinitronError(f"importance.window_sizes={list(self.window_sizes)}: every size must be >= 1")
+        if self.loss_num_samples is not None and self.loss_num_samples < 1:
+            raise MinitronError(f"importance.loss_num_samples={self.loss_num_samples}: must be >= 1 or null")
+
+
+@dataclass
+class ImportanceCommand:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # calibration text (.txt or .jsonl)
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    output: str = MISSING  # directory to write: importance.safetensors, importance.json, config.yaml, plots
+    overwrite: bool = False  # replace an output directory that already holds something
+
+
+def register() -> None:
+    """Register the importance command's schema with Hydra's ConfigStore (conf/importance.yaml extends it)."""
+    ConfigStore.instance().store(name="importance_schema", node=ImportanceCommand)
