@@ -34,7 +34,8 @@ schema.register()
 
 def calibration_windows(cfg, source) -> torch.Tensor:
     """``[calib.num_samples, calib.seq_length]`` token windows of the calibration text."""
-    token_ids = heldout.tokenize(heldout.read_texts(cfg.data.path, cfg.data.text_field), load_tokenizer(source.carried_files))
+    texts = heldout.read_texts(cfg.data.path, cfg.data.text_field)
+    token_ids = heldout.tokenize(texts, load_tokenizer(source.carried_files))
     available = len(token_ids) // cfg.calib.seq_length
     if available < cfg.calib.num_samples:
         raise MinitronError(
@@ -65,7 +66,7 @@ def main(cfg) -> None:
         )
     window_sizes = resolve_window_sizes(arch, cfg.importance.depth_metrics, cfg.importance.window_sizes)
     if output.exists() and any(output.iterdir()) and not cfg.overwrite:
-        raise MinitronError(f"output={output} already exists and is not empty; choose a new directory or pass overwrite=true")
+        raise MinitronError(f"output={output} already exists and is not empty; choose another or pass overwrite=true")
     windows = calibration_windows(cfg, source)
 
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
@@ -85,8 +86,8 @@ def main(cfg) -> None:
             depth_metrics=cfg.importance.depth_metrics, window_sizes=window_sizes,
             loss_num_samples=cfg.importance.loss_num_samples,
         )  # fmt: skip
-        scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path), dtype=str(dtype).replace("torch.", ""),
-                           versions=runtime.versions())  # fmt: skip
+        scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
+                           dtype=str(dtype).replace("torch.", ""), versions=runtime.versions())  # fmt: skip
         result = {"output": str(output), "scores": str(output / SCORES_FILE), "meta": str(output / META_FILE)}
         if ctx.is_main:
             scores.save(output)
@@ -96,8 +97,8 @@ def main(cfg) -> None:
         torch.distributed.barrier()
         result.update(base_loss=scores.base_loss, windows=len(windows), seq_length=cfg.calib.seq_length,
                       load_seconds=round(load_seconds, 3), seconds=scores.meta["seconds"])  # fmt: skip
-        runtime.log(f"full-model loss {scores.base_loss:.4f}; scores in {output} "
-                    f"({scores.meta['seconds']['total']:.1f} s, {scores.meta['forward_passes']} forward passes)")  # fmt: skip
+        seconds, passes = scores.meta["seconds"]["total"], scores.meta["forward_passes"]
+        runtime.log(f"full-model loss {scores.base_loss:.4f}; scores in {output} ({seconds:.1f} s, {passes} passes)")
         runtime.print_result(result)
     finally:
         teardown_distributed()

@@ -77,10 +77,10 @@ class Aggregation:
 
 
 def head_scores(channel_scores: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """``[..., heads * head_dim]`` channel scores of the ``linear_proj`` input -> ``[..., heads]`` (L2 over head_dim)."""
+    """``[..., heads * head_dim]`` channel scores of the ``linear_proj`` input -> ``[..., heads]``: L2 over head_dim."""
     return channel_scores.reshape(*channel_scores.shape[:-1], num_heads, -1).norm(dim=-1)
 
 
 def group_scores(heads: torch.Tensor, num_query_groups: int) -> torch.Tensor:
-    """``[..., heads]`` -> ``[..., groups]``: L2 of each query group's heads (head ``h`` is in group ``h // (heads / groups)``)."""
+    """``[..., heads]`` -> ``[..., groups]``: L2 of each group's heads (head ``h`` is in group ``h // per_group``)."""
     return heads.reshape(*heads.shape[:-1], num_query_groups, -1).norm(dim=-1)

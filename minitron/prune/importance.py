@@ -77,12 +77,9 @@ class _ActivationHooks:
                     layer.pre_mlp_layernorm.register_forward_hook(self._norm_hook(index, 1)),
                     layer.register_forward_hook(self._layer_hook(index), with_kwargs=True),
                 ]
-            self.handles += [
-                layer.mlp.linear_fc2.register_forward_pre_hook(self._sharded_input_hook(self.ffn, index), with_kwargs=True),
-                layer.self_attention.linear_proj.register_forward_pre_hook(
-                    self._sharded_input_hook(self.proj, index), with_kwargs=True
-                ),
-            ]  # fmt: skip
+            for module, statistic in ((layer.mlp.linear_fc2, self.ffn), (layer.self_attention.linear_proj, self.proj)):
+                hook = self._sharded_input_hook(statistic, index)
+                self.handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
 
     def _norm_hook(self, index: int, which: int):
         def hook(module, args, output):
@@ -164,7 +161,8 @@ def estimate_importance(
     depth_metrics = tuple(depth_metrics)
     window_sizes = resolve_window_sizes(arch, depth_metrics, window_sizes)
     if windows.dim() != 2 or windows.dtype != torch.int64 or len(windows) == 0:
-        raise ValueError(f"windows: expected a non-empty int64 [num_windows, seq_length], got {windows.dtype} {tuple(windows.shape)}")
+        given = f"{windows.dtype} {tuple(windows.shape)}"
+        raise ValueError(f"windows: expected non-empty int64 [num_windows, seq_length], got {given}")
     if loss_num_samples is not None and loss_num_samples < 1:
         raise MinitronError(f"importance.loss_num_samples={loss_num_samples}: must be >= 1 or null")
     num_samples, seq_length = windows.shape

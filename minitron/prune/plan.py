@@ -186,3 +186,31 @@ def plan_pruning(arch: ModelArch, scores: ImportanceScores, targets: PruneTarget
         num_attention_heads=heads, num_query_groups=groups,
     )  # fmt: skip
     return PrunePlan(arch, student, layers, _top(scores.hidden, hidden), kept_ffn, kept_groups, kept_heads)
+
+
+def needed_depth_metrics(arch: ModelArch, targets: PruneTargets) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The depth metrics (and contiguous-window sizes) that ``targets`` needs estimated.
+
+    Block influence always comes with the first pass; the loss metrics cost one forward pass per
+    candidate and are estimated only when ``num_layers`` asks for them.
+    """
+    if targets.num_layers is None or targets.num_layers >= arch.num_layers:
+        return ("bi",), ()
+    if targets.depth_metric == "window_loss":
+        return ("bi", "window_loss"), (arch.num_layers - targets.num_layers,)
+    if targets.depth_metric == "layer_loss":
+        return ("bi", "layer_loss"), ()
+    return ("bi",), ()
+
+
+def placeholder_scores(arch: ModelArch, targets: PruneTargets) -> ImportanceScores:
+    """Uniform scores of the right shapes: lets :func:`plan_pruning` check targets before any work."""
+    L = arch.num_layers
+    ones = torch.ones
+    windows = {}
+    if targets.num_layers is not None and targets.num_layers < L:
+        windows[L - targets.num_layers] = ones(targets.num_layers + 1)
+    return ImportanceScores(
+        hidden=ones(arch.hidden_size), ffn=ones(L, arch.ffn_hidden_size), heads=ones(L, arch.num_attention_heads),
+        groups=ones(L, arch.num_query_groups), layer_bi=ones(L), layer_loss=ones(L), window_loss=windows,
+    )  # fmt: skip

@@ -55,7 +55,7 @@ def plot_layers(scores: ImportanceScores, path: Path) -> Path:
     loss_axes.set_ylabel("loss increase")
     loss_axes.set_title("LM loss with the layer dropped, minus the full model's")
     for k, values in sorted(scores.window_loss.items()):
-        window_axes.plot(list(range(len(values))), values.tolist(), marker="o", markersize=3, label=f"{k} layers")
+        window_axes.plot(list(range(len(values))), values.tolist(), marker="o", markersize=3, label=f"k={k}")
     if scores.base_loss is not None:
         window_axes.axhline(scores.base_loss, color="black", linestyle="--", linewidth=0.8, label="full model")
     if scores.window_loss:
@@ -71,6 +71,16 @@ def plot_layers(scores: ImportanceScores, path: Path) -> Path:
     return Path(path)
 
 
+def _per_layer(values: torch.Tensor):
+    """Each layer's row divided by its maximum: units are ranked within their layer."""
+    values = values.float()
+    return (values / values.amax(dim=1, keepdim=True).clamp_min(1e-30)).numpy()
+
+
+def _layer_ticks(axes, num_layers: int) -> None:
+    axes.set_yticks(list(range(0, num_layers, 1 if num_layers <= 32 else 2)))
+
+
 def plot_units(scores: ImportanceScores, path: Path) -> Path:
     """Per-unit importance: hidden channels sorted, FFN neurons and heads as layer x unit heatmaps."""
     figure = _figure(12, 10)
@@ -82,15 +92,17 @@ def plot_units(scores: ImportanceScores, path: Path) -> Path:
     hidden_axes.set_ylabel("score (sum over norms)")
     hidden_axes.set_title(f"embedding channels, sorted ({len(ranked)})")
 
-    image = ffn_axes.imshow(scores.ffn.float().numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
-    figure.colorbar(image, ax=ffn_axes)
+    image = ffn_axes.imshow(_per_layer(scores.ffn), aspect="auto", interpolation="nearest", cmap="viridis", vmin=0)
+    figure.colorbar(image, ax=ffn_axes, label="score / layer max")
     ffn_axes.set_xlabel("neuron")
     ffn_axes.set_ylabel("layer")
-    ffn_axes.set_title(f"MLP neurons ({scores.ffn.shape[1]} per layer)")
+    ffn_axes.set_title(f"MLP neurons ({scores.ffn.shape[1]} per layer; ranked within each layer)")
+    _layer_ticks(ffn_axes, scores.ffn.shape[0])
 
     heads = scores.heads.float()
-    image = heads_axes.imshow(heads.numpy(), aspect="auto", interpolation="nearest", cmap="magma")
-    figure.colorbar(image, ax=heads_axes)
+    image = heads_axes.imshow(_per_layer(heads), aspect="auto", interpolation="nearest", cmap="magma")
+    figure.colorbar(image, ax=heads_axes, label="score / layer max")
+    _layer_ticks(heads_axes, heads.shape[0])
     num_groups = scores.groups.shape[1]
     per_group = heads.shape[1] // num_groups
     for boundary in range(1, num_groups):
