@@ -16,7 +16,9 @@ STAGES = {
     "eval": "held-out loss and perplexity of a model on a text or jsonl file",
     "importance": "importance of channels, neurons, heads and layers on calibration data (scores + plots)",
     "train": "train a model on a tokenized corpus (teacher correction: train=teacher_correction); resumes",
+    "distill": "distill a teacher into a (pruned) student on a tokenized corpus (KL on logits); resumes",
     "data": "tokenize text/jsonl/parquet into a Megatron indexed dataset (`minitron data prepare ...`)",
+    "prune": "importance + width/depth pruning to explicit targets; writes the student as an HF directory",
     "assets": "fetch the demo teacher, corpus and evaluation data (`minitron assets fetch`)",
 }
 

@@ -10,6 +10,7 @@ estimated on the sharded model at any TP/PP/DP (:mod:`minitron.prune.importance`
 ``config.yaml`` and PNG plots. The last stdout line is one JSON object with the paths and timings.
 """
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -87,7 +88,9 @@ def main(cfg) -> None:
             loss_num_samples=cfg.importance.loss_num_samples,
         )  # fmt: skip
         scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
-                           dtype=str(dtype).replace("torch.", ""), versions=runtime.versions())  # fmt: skip
+                           model_fingerprint=source.fingerprint(), dtype=str(dtype).replace("torch.", ""),
+                           windows_sha256=hashlib.sha256(windows.numpy().tobytes()).hexdigest(),
+                           versions=runtime.versions())  # fmt: skip
         result = {"output": str(output), "scores": str(output / SCORES_FILE), "meta": str(output / META_FILE)}
         if ctx.is_main:
             scores.save(output)

@@ -72,6 +72,43 @@ class ImportanceCommand:
     overwrite: bool = False  # replace an output directory that already holds something
 
 
+@dataclass
+class PruneSettings:
+    """Targets and ranking of ``minitron prune``; every size is optional (null keeps the source's)."""
+
+    hidden_size: Optional[int] = None  # embedding channels (a multiple of the kept num_attention_heads)
+    ffn_hidden_size: Optional[int] = None  # MLP neurons per layer
+    num_attention_heads: Optional[int] = None  # query heads per layer (divisible by num_query_groups)
+    num_query_groups: Optional[int] = None  # key/value heads per layer (ranked by their heads)
+    num_layers: Optional[int] = None  # layers to keep, chosen by depth_metric
+    drop_layers: Optional[list[int]] = None  # explicit 0-based layers to drop (instead of num_layers)
+    depth_metric: str = "window_loss"  # window_loss: contiguous run with the lowest LM loss (the paper's best) | layer_loss | block_influence
+    ranking: str = "importance"  # importance | random (the ablation baseline, seeded)
+    seed: int = 0  # seed of the random ranking
+    scores: Optional[str] = None  # directory with saved importance scores: skip the forward passes
+
+    def targets(self):
+        from minitron.prune.plan import PruneTargets
+
+        fields = {f: getattr(self, f) for f in PruneTargets.__dataclass_fields__}
+        fields["drop_layers"] = None if self.drop_layers is None else list(self.drop_layers)
+        return PruneTargets(**fields)
+
+
+@dataclass
+class PruneCommand:
+    model: ModelConfig = field(default_factory=ModelConfig)  # the teacher: a Hugging Face directory
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # layout of the importance forward passes
+    data: DataConfig = field(default_factory=DataConfig)  # calibration text (.txt or .jsonl)
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    # aggregation and loss_num_samples apply; the depth metrics are the ones the targets need
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    output: str = MISSING  # directory to write the student (Hugging Face) with its scores and summary
+    overwrite: bool = False  # replace an output directory that holds another model
+
+
 def register() -> None:
-    """Register the importance command's schema with Hydra's ConfigStore (conf/importance.yaml extends it)."""
+    """Register the importance and prune schemas with Hydra's ConfigStore (conf/importance.yaml, conf/prune.yaml)."""
     ConfigStore.instance().store(name="importance_schema", node=ImportanceCommand)
+    ConfigStore.instance().store(name="prune_schema", node=PruneCommand)

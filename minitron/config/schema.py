@@ -123,6 +123,7 @@ def register() -> None:
     from minitron.config import prune
 
     prune.register()
+    __import__("minitron.config.distill").config.distill.register()  # minitron distill
 
 
 def to_object(cfg):

@@ -151,7 +151,10 @@ def estimate_importance(
     ``layer_loss`` (one pass per layer) and ``window_loss`` (one pass per run of ``k`` consecutive
     layers for each ``k`` in ``window_sizes``; None: ``num_layers // 2``, the paper's depth cut).
     ``loss_num_samples``: compute the loss metrics (and ``base_loss``) on the first N windows only
-    (None: all). Cost: ``1 + layers + sum_k (layers - k + 1)`` passes over the loss windows.
+    (None: all). Cost: one pass over all windows, then ``layers + sum_k (layers - k + 1)`` passes over
+    the loss windows (a run asked for twice, as by ``layer_loss`` and ``k = 1``, runs once), each
+    skipping the computation of its dropped layers. ``model`` is the unwrapped ``GPTModel`` built
+    with the local layer spec; it is left as it was found (hooks removed, layers restored).
     """
     from megatron.core import parallel_state
     from tqdm import tqdm

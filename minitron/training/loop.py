@@ -24,7 +24,7 @@ from minitron.models import checkpoint
 from minitron.training import checkpointing
 from minitron.training.data import TrainData, micro_batches
 from minitron.training.metrics import MetricsLogger, memory_gb
-from minitron.training.step import evaluate, train_step
+from minitron.training.step import StepFunctions, evaluate, train_step
 
 
 def _num_micro_batches(cfg: TrainCommand) -> int:
@@ -60,12 +60,15 @@ def export_final(parts, source, run_dir: Path, step: int) -> Path:
 
 
 def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config: Optional[dict] = None,
-          on_step: Optional[Callable[[int], None]] = None) -> dict:  # fmt: skip
+          on_step: Optional[Callable[[int], None]] = None, functions: Optional[StepFunctions] = None,
+          export: Callable = export_final) -> dict:  # fmt: skip
     """Train ``parts`` on ``data`` as ``cfg`` says, in ``run_dir``; returns the run's summary.
 
     ``source`` is the :class:`~minitron.models.checkpoint.ModelSource` the model came from (architecture,
     HF config and tokenizer files for the final checkpoint). ``on_step(step)`` is called after every step
-    and its checkpoint (tests use it to kill the run).
+    and its checkpoint (tests use it to kill the run). ``functions`` is what runs per micro-batch (default:
+    the language-model loss; distillation passes its own); ``export(parts, source, run_dir, step)`` writes
+    OUTPUT/final. ``cfg`` may be any command with ``train``, ``checkpoint`` and ``logging`` sections.
     """
     run_dir = Path(run_dir)
     settings = cfg.train
@@ -84,7 +87,7 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
     try:
         while step < settings.steps:
             step_start = time.perf_counter()
-            result = train_step(parts, batches, **shape)
+            result = train_step(parts, batches, **shape, functions=functions)
             seconds = time.perf_counter() - step_start
             step += 1
             consumed += settings.global_batch_size
@@ -95,12 +98,13 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
                 )
             last = {"loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm, "tokens": result.tokens,
                     "tokens_per_s": tokens_per_step / seconds, "step_seconds": seconds, "memory_gb": memory_gb(),
-                    "skipped": result.skipped, "consumed_samples": consumed}  # fmt: skip
+                    "skipped": result.skipped, "consumed_samples": consumed, **result.extras}  # fmt: skip
             metrics.train(step, last, settings.log_interval)
             evaluate_now = settings.eval_interval and (step % settings.eval_interval == 0 or step == settings.steps)
             if data.valid is not None and evaluate_now:
                 valid = micro_batches(data.valid, settings.global_batch_size, settings.micro_batch_size, 0)
-                valid_loss, valid_tokens = evaluate(parts.model, valid, settings.eval_iters, **shape)
+                valid_loss, valid_tokens = evaluate(parts.model, valid, settings.eval_iters, **shape,
+                                                    functions=functions)  # fmt: skip
                 metrics.valid(step, valid_loss, valid_tokens)
             if step % cfg.checkpoint.interval == 0 or step == settings.steps:
                 saved = checkpointing.save(parts, run_dir, step, consumed, arch, cfg.checkpoint.keep_last,
@@ -110,7 +114,7 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
                 on_step(step)
     finally:
         metrics.close()
-    final = export_final(parts, source, run_dir, step)
+    final = export(parts, source, run_dir, step)
     return {
         "output": str(run_dir),
         "final": str(final),

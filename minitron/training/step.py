@@ -8,13 +8,16 @@ count, which the schedule accumulates and ``finalize_model_grads`` turns into a 
 
 Losses are reduced over the whole world (only last-stage, TP-rank-0 processes contribute) so every rank,
 rank 0 included, sees the global loss of the step.
+
+What runs per micro-batch is a :class:`StepFunctions` (default: the language model on its labels);
+distillation (:mod:`minitron.distill.model`) passes its own, which runs teacher and student together.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -26,6 +29,7 @@ class StepResult:
     grad_norm: Optional[float]  # global gradient L2 norm before clipping
     lr: float  # learning rate used for this update
     skipped: bool  # the update was skipped (fp16 overflow)
+    extras: dict = dataclasses.field(default_factory=dict)  # other reported per-token means (StepFunctions.report_keys)
 
 
 def _loss_func(loss_mask: torch.Tensor, per_token_loss: torch.Tensor):
@@ -47,68 +51,91 @@ def forward_step(data_iterator, model):
     return output, partial(_loss_func, batch["loss_mask"])
 
 
-def _global_loss(outputs: list) -> tuple[float, int]:
-    """Sum the reported ``[loss_sum, tokens]`` of this rank's micro-batches over the world."""
+@dataclasses.dataclass(frozen=True)
+class StepFunctions:
+    """What the pipeline schedule runs for each micro-batch, and what its loss function reports."""
+
+    forward_step: Callable = forward_step  # Megatron forward_step_func(data_iterator, model) -> (output, loss_func)
+    adjust_tensor_shapes: Optional[Callable] = None  # (recv_shapes, send_shapes) -> new ones; PP>1 only
+    report_keys: tuple = ("loss",)  # the loss function's reports, each [sum, tokens]; "loss" first
+
+
+def _global_means(outputs: list, keys: tuple = ("loss",)) -> tuple[dict, int]:
+    """Sum each reported ``[sum, tokens]`` of this rank's micro-batches over the world: (key -> mean, tokens)."""
     from megatron.core import parallel_state
 
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(len(keys), 2, dtype=torch.float64)
     if parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0:
         for output in outputs:
-            totals += output["loss"].detach().to("cpu", torch.float64)
+            for row, key in enumerate(keys):
+                totals[row] += output[key].detach().to("cpu", torch.float64)
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         device = "cuda" if torch.cuda.is_available() else "cpu"  # NCCL reduces CUDA tensors only
         totals = totals.to(device)
         torch.distributed.all_reduce(totals)
         totals = totals.cpu()
-    loss_sum, tokens = float(totals[0]), int(totals[1])
-    return loss_sum / max(tokens, 1), tokens
+    means = {key: float(totals[row, 0]) / max(int(totals[row, 1]), 1) for row, key in enumerate(keys)}
+    return means, int(totals[0, 1])
+
+
+def _global_loss(outputs: list) -> tuple[float, int]:
+    """Sum the reported ``[loss_sum, tokens]`` of this rank's micro-batches over the world."""
+    means, tokens = _global_means(outputs)
+    return means["loss"], tokens
 
 
 def _run_schedule(model, batches: Iterator[dict], num_micro_batches: int, seq_length: int, micro_batch_size: int,
-                  forward_only: bool) -> list:  # fmt: skip
+                  forward_only: bool, functions: Optional[StepFunctions] = None) -> list:  # fmt: skip
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
+    functions = functions or StepFunctions()
+    extra = {"adjust_tensor_shapes_fn": functions.adjust_tensor_shapes} if functions.adjust_tensor_shapes else {}
     return get_forward_backward_func()(
-        forward_step_func=forward_step,
+        forward_step_func=functions.forward_step,
         data_iterator=batches,
         model=[model],
         num_microbatches=num_micro_batches,
         seq_length=seq_length,
         micro_batch_size=micro_batch_size,
         forward_only=forward_only,
+        **extra,
     )
 
 
 def train_step(parts, batches: Iterator[dict], num_micro_batches: int, seq_length: int,
-               micro_batch_size: int) -> StepResult:  # fmt: skip
+               micro_batch_size: int, functions: Optional[StepFunctions] = None) -> StepResult:  # fmt: skip
     """Forward/backward over one global batch (this rank's ``num_micro_batches``), then one update."""
     from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
+    functions = functions or StepFunctions()
     parts.model.train()
     parts.model.zero_grad_buffer()
     parts.optimizer.zero_grad()
-    outputs = _run_schedule(parts.model, batches, num_micro_batches, seq_length, micro_batch_size, forward_only=False)
+    outputs = _run_schedule(parts.model, batches, num_micro_batches, seq_length, micro_batch_size,
+                            forward_only=False, functions=functions)  # fmt: skip
     lr = get_canonical_lr_for_logging(parts.optimizer.param_groups)
     update_successful, grad_norm, _ = parts.optimizer.step()
     if update_successful:
         parts.scheduler.step(increment=1)
-    loss, tokens = _global_loss(outputs)
+    means, tokens = _global_means(outputs, functions.report_keys)
     return StepResult(
-        loss=loss,
+        loss=means.pop("loss"),
         tokens=tokens,
         grad_norm=None if grad_norm is None else float(grad_norm),
         lr=float(lr if lr is not None else parts.optimizer.param_groups[0]["lr"]),
         skipped=not update_successful,
+        extras=means,
     )
 
 
 def evaluate(model, batches: Iterator[dict], num_batches: int, num_micro_batches: int, seq_length: int,
-             micro_batch_size: int) -> tuple[float, int]:  # fmt: skip
+             micro_batch_size: int, functions: Optional[StepFunctions] = None) -> tuple[float, int]:  # fmt: skip
     """Mean loss over ``num_batches`` global batches of validation data (forward only)."""
     model.eval()
     outputs = []
     with torch.no_grad():
         for _ in range(num_batches):
-            outputs += _run_schedule(model, batches, num_micro_batches, seq_length, micro_batch_size, forward_only=True)
+            outputs += _run_schedule(model, batches, num_micro_batches, seq_length, micro_batch_size,
+                                     forward_only=True, functions=functions)  # fmt: skip
     model.train()
     return _global_loss(outputs)

@@ -1,0 +1,145 @@
+"""Softmax pieces on vocab-parallel logits: each tensor-parallel rank holds ``[..., vocab / tp]``, never all.
+
+Rank ``r`` of a TP group of size ``tp`` holds vocabulary entries ``[r * V/tp, (r + 1) * V/tp)`` of logits
+shaped ``[..., vocab / tp]`` (``[s, b, v/tp]`` or ``[b, s, v/tp]``: only the last dimension is the
+vocabulary). Per-token results come out as ``[...]``, equal on every rank of the group.
+
+A loss over the vocabulary is written as a sum of rank-local partial sums, then summed over the group.
+Two autograd-aware reductions make the student's gradient exact under TP, with every rank
+back-propagating its own (identical) copy of the per-token loss:
+
+* :func:`sum_over_tp` (forward: all-reduce sum; backward: identity) turns local partial sums into the
+  replicated result; each rank's partial receives the loss gradient once.
+* :func:`all_reduce_sum` (forward: all-reduce sum; backward: all-reduce sum) is for a total that the
+  local partials consume, such as the softmax denominator: each rank's share of it receives the
+  gradient of every rank's partial.
+
+The max used to shift logits before ``exp`` is all-reduced without gradient (softmax does not depend on it).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+
+def tp_group():
+    """This process's tensor-parallel group (None outside a Megatron world: one rank holds the vocabulary)."""
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        return parallel_state.get_tensor_model_parallel_group()
+    return None
+
+
+def _size(group) -> int:
+    return 1 if group is None else dist.get_world_size(group)
+
+
+def _rank(group) -> int:
+    return 0 if group is None else dist.get_rank(group)
+
+
+class _SumIdentityBackward(torch.autograd.Function):
+    """All-reduce sum in the forward pass; the gradient passes through unchanged."""
+
+    @staticmethod
+    def forward(ctx, tensor, group):
+        tensor = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(tensor, group=group)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def sum_over_tp(partial: torch.Tensor, group) -> torch.Tensor:
+    """Sum of every rank's ``partial``, for a result used alike on every rank (backward: identity)."""
+    if _size(group) == 1:
+        return partial
+    return _SumIdentityBackward.apply(partial, group)
+
+
+def all_reduce_sum(total_share: torch.Tensor, group) -> torch.Tensor:
+    """Sum of every rank's share, for a total consumed by rank-local partials (backward: all-reduce sum)."""
+    if _size(group) == 1:
+        return total_share
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(total_share, group=group)
+
+
+def all_reduce_max(tensor: torch.Tensor, group) -> torch.Tensor:
+    """Element-wise max over the group (no gradient)."""
+    tensor = tensor.detach().clone()
+    if _size(group) > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
+    return tensor
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in fp32, or fp64 when it is fp64 (bf16/fp16 logits are never reduced in their own precision)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def log_softmax(logits: torch.Tensor, temperature: float = 1.0, group=None) -> torch.Tensor:
+    """Log-probabilities ``[..., vocab/tp]`` of ``softmax(logits / temperature)`` over the whole vocabulary.
+
+    Computed in fp32 (fp64 for fp64 logits). Entries at ``-inf`` (masked out) get probability 0 and no gradient.
+    """
+    scaled = at_least_fp32(logits)
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    shift = all_reduce_max(scaled.amax(dim=-1, keepdim=True), group)
+    sum_exp = torch.exp(scaled - shift).sum(dim=-1, keepdim=True)
+    return scaled - (shift + all_reduce_sum(sum_exp, group).log())
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, group=None) -> torch.Tensor:
+    """Per-token ``-log p(label)`` ``[...]`` of vocab-parallel ``logits`` and global ``labels`` ``[...]``.
+
+    Does not modify ``logits`` (Megatron's fused version shifts them in place).
+    """
+    log_probs = log_softmax(logits, 1.0, group)
+    local_size = log_probs.shape[-1]
+    local = labels.to(log_probs.device, torch.int64) - _rank(group) * local_size
+    inside = (local >= 0) & (local < local_size)
+    picked = log_probs.gather(-1, local.clamp(0, local_size - 1).unsqueeze(-1)).squeeze(-1)
+    return sum_over_tp(torch.where(inside, -picked, torch.zeros_like(picked)), group)
+
+
+def global_topk_mask(logits: torch.Tensor, k: int, group=None) -> torch.Tensor:
+    """Bool ``[..., vocab/tp]``: True at this rank's entries among the ``k`` largest logits of the vocabulary.
+
+    Each rank proposes its local top-``min(k, vocab/tp)``; the proposals are gathered (``k * tp`` values
+    per token, never the vocabulary) and the global top ``k`` chosen from them.
+    """
+    with torch.no_grad():
+        local_size = logits.shape[-1]
+        values, indices = logits.topk(min(k, local_size), dim=-1)
+        indices = indices + _rank(group) * local_size  # global vocabulary ids
+        if _size(group) > 1:
+            values, indices = (_all_gather_last_dim(t.contiguous(), group) for t in (values, indices))
+        chosen = indices.gather(-1, values.topk(k, dim=-1).indices)  # [..., k] global ids
+        local = chosen - _rank(group) * local_size
+        local = torch.where((local >= 0) & (local < local_size), local, torch.full_like(local, local_size))
+        mask = torch.zeros(*logits.shape[:-1], local_size + 1, dtype=torch.bool, device=logits.device)
+        mask.scatter_(-1, local, True)  # ids of other ranks land in the extra last column
+        return mask[..., :local_size]
+
+
+def _all_gather_last_dim(tensor: torch.Tensor, group) -> torch.Tensor:
+    pieces = [torch.empty_like(tensor) for _ in range(_size(group))]
+    dist.all_gather(pieces, tensor, group=group)
+    return torch.cat(pieces, dim=-1)
+
+
+def masked_fill_inf(logits: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+    """``logits`` with the entries outside ``keep`` set to ``-inf`` (no gradient there); ``keep=None``: all."""
+    if keep is None:
+        return logits
+    logits = at_least_fp32(logits)
+    return torch.where(keep, logits, torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device))

@@ -1,0 +1,95 @@
+"""Helpers of the distillation tests: a tiny teacher and a smaller student with the same tokenizer, run readers.
+
+Test modules import the fixtures by name (``from distill_helpers import teacher_model, student_model``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_models import make_tiny_model, save_char_tokenizer
+
+
+def make_teacher(out_dir: Path) -> Path:
+    """4-layer SmolLM2-like model (hidden 96, tied embeddings, vocab 256) with confident predictions.
+
+    A random model predicts nearly uniformly; its embeddings are scaled x3 so that its next-token
+    distributions are peaked and differ clearly from a random student's."""
+    from transformers import AutoModelForCausalLM
+
+    make_tiny_model("smollm2", out_dir, num_layers=4, seed=1)
+    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(3.0)
+    model.save_pretrained(out_dir)
+    save_char_tokenizer(out_dir)
+    return out_dir
+
+
+def make_student(out_dir: Path, family: str = "llama31", num_layers: int = 2, seed: int = 2) -> Path:
+    """2-layer Llama-3.1-like model (hidden 64, untied embeddings), same 256-character tokenizer."""
+    make_tiny_model(family, out_dir, num_layers=num_layers, seed=seed)
+    save_char_tokenizer(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def teacher_model(tmp_path_factory) -> Path:
+    return make_teacher(tmp_path_factory.mktemp("distill_teacher") / "hf")
+
+
+@pytest.fixture(scope="session")
+def student_model(tmp_path_factory) -> Path:
+    return make_student(tmp_path_factory.mktemp("distill_student") / "hf")
+
+
+def records(run_dir: Path, kind: str = "train") -> list[dict]:
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["kind"] == kind]
+
+
+def losses(run_dir: Path, key: str = "loss") -> list[float]:
+    return [record[key] for record in records(run_dir)]
+
+
+def final_parameters(run_dir: Path) -> dict:
+    """The parameters of a run's OUTPUT/final student, loaded here at TP=1 PP=1."""
+    from minitron.models.checkpoint import load_model, open_model
+
+    return dict(load_model(open_model(Path(run_dir) / "final"), 1, 1, torch.float32).named_parameters())
+
+
+def torchrun_jobs(root: Path, name: str, jobs: list, expect_kill: bool = False) -> None:
+    """Run tests/workers/distill.py on ``jobs`` over 2 processes; with ``expect_kill`` the launch must end by
+    SIGKILL (as the training tests do: output to a file, the launch in its own process group, killed after)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO, TESTS, clean_env, free_port, run_torchrun
+
+    worker = TESTS / "workers" / "distill.py"
+    spec = Path(root) / f"{name}.json"
+    spec.write_text(json.dumps(jobs))
+    if not expect_kill:
+        run_torchrun(2, worker, spec)
+        return
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(free_port()), str(worker), str(spec)]  # fmt: skip
+    log = Path(root) / f"{name}.log"
+    with open(log, "w") as out:
+        launch = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env(),
+                                  start_new_session=True)  # fmt: skip
+        try:
+            returncode = launch.wait(timeout=600)
+        finally:
+            try:
+                os.killpg(launch.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    text = log.read_text()
+    assert returncode != 0 and "SIGKILL" in text, text[-3000:]

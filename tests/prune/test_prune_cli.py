@@ -1,0 +1,68 @@
+"""`minitron prune`: importance + surgery end to end; the student loads in transformers; saved scores
+are reused; bad input is refused before any work."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import last_json, run_cli
+
+
+@pytest.fixture(scope="module")
+def long_text(tmp_path_factory):
+    import random
+
+    rng = random.Random(1)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
+    path = tmp_path_factory.mktemp("calib") / "calib.txt"
+    path.write_text(" ".join(rng.choice(words) for _ in range(4000)))
+    return path
+
+
+def test_prune_width_and_depth(tiny_models, long_text, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "student"
+    result = run_cli("prune", f"model.path={tiny_models['qwen2']}", f"data.path={long_text}", f"output={out}",
+                     "calib.num_samples=8", "calib.seq_length=64", "calib.micro_batch_size=4",
+                     "prune.hidden_size=48", "prune.ffn_hidden_size=64", "prune.num_layers=3")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["student"]["hidden_size"] == 48 and summary["student"]["num_layers"] == 3
+    assert len(summary["dropped_layers"]) == 1
+    student = AutoModelForCausalLM.from_pretrained(out)
+    assert sum(p.numel() for p in student.parameters()) == summary["params_after"]
+    assert (out / "importance.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert list(out.glob("*.png"))
+
+    # pruning again to other targets reuses the saved scores (no calibration data needed)
+    again = tmp_path / "student2"
+    result = run_cli("prune", f"model.path={tiny_models['qwen2']}", f"prune.scores={out}", f"output={again}",
+                     "prune.ffn_hidden_size=32")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((again / "config.json").read_text())["intermediate_size"] == 32
+    # the same command again is a no-op
+    result = run_cli("prune", f"model.path={tiny_models['qwen2']}", f"prune.scores={out}", f"output={again}",
+                     "prune.ffn_hidden_size=32")  # fmt: skip
+    assert result.returncode == 0 and last_json(result.stdout)["skipped"] is True
+    with torch.no_grad():
+        assert student(torch.arange(20).unsqueeze(0)).logits.isfinite().all()
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["prune.hidden_size=128"], "prune.hidden_size=128 is larger than the source's hidden_size=64"),
+        (["prune.num_attention_heads=3"], "prune.num_attention_heads=3 is not divisible by num_query_groups=2"),
+        (["prune.drop_layers=[0,9]"], "prune.drop_layers: unknown layer index 9"),
+        (["calib.num_samples=1000", "prune.ffn_hidden_size=64"], "calibration data shorter than asked"),
+    ],
+)
+def test_prune_bad_input(overrides, message, tiny_models, long_text, tmp_path):
+    out = tmp_path / "student"
+    result = run_cli("prune", f"model.path={tiny_models['qwen2']}", f"data.path={long_text}", f"output={out}",
+                     "calib.seq_length=64", *overrides)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not out.exists() and not out.with_name("student.partial").exists()
