@@ -35,6 +35,7 @@ test-fast: install
 SMOLLM2 = $$($(PY) -c 'from minitron.assets import asset_path; print(asset_path("smollm2-135m"))')
 SOTU = $$($(PY) -c 'from minitron.assets import asset_path; print(asset_path("sotu"))')
 DEMO_TC_STEPS ?= 24
+DEMO_CALIB ?= 32
 
 demo: install
 	$(MINITRON) assets fetch smollm2-135m sotu
@@ -51,6 +52,16 @@ demo: install
 		train.seq_length=512 train.warmup_steps=4 train.lr=1e-4 train.min_lr=1e-5 train.eval_interval=1000 train.log_interval=4
 	@echo "== 5. held-out loss of the corrected teacher (compare with step 3)"
 	$(MINITRON) eval model.path=$(DEMO_DIR)/teacher_corrected/final data.path=$(SOTU)/heldout.jsonl eval.max_windows=$(DEMO_WINDOWS)
+	$(MINITRON) convert model.path=$(DEMO_DIR)/teacher_corrected/final output=$(DEMO_DIR)/teacher_corrected_hf
+	@echo "== 6. importance on the calibration split and pruning to the width and depth demo targets (~half the non-embedding parameters)"
+	$(MINITRON) prune prune=smollm2_width_demo model.path=$(DEMO_DIR)/teacher_corrected_hf data.path=$(SOTU)/calib.jsonl \
+		output=$(DEMO_DIR)/student_width calib.num_samples=$(DEMO_CALIB) calib.seq_length=512 calib.micro_batch_size=4
+	$(MINITRON) prune prune=smollm2_depth_demo model.path=$(DEMO_DIR)/teacher_corrected_hf data.path=$(SOTU)/calib.jsonl \
+		output=$(DEMO_DIR)/student_depth calib.num_samples=$(DEMO_CALIB) calib.seq_length=512 calib.micro_batch_size=4 \
+		importance.loss_num_samples=4
+	@echo "== 7. held-out loss of each pruned student (before any distillation)"
+	$(MINITRON) eval model.path=$(DEMO_DIR)/student_width data.path=$(SOTU)/heldout.jsonl eval.max_windows=$(DEMO_WINDOWS)
+	$(MINITRON) eval model.path=$(DEMO_DIR)/student_depth data.path=$(SOTU)/heldout.jsonl eval.max_windows=$(DEMO_WINDOWS)
 
 bench: install
 	$(PY) benchmarks/forward.py
