@@ -25,16 +25,16 @@ HIDDEN_LOSSES = ("cosine", "mse")
 
 @dataclass
 class TeacherConfig:
-    path: str = MISSING  # Hugging Face directory or minitron Megatron checkpoint; built in the student's layout and dtype
+    path: str = MISSING  # HF directory or minitron Megatron checkpoint; built in the student's layout and dtype
 
 
 @dataclass
 class DistillSettings:
     loss: str = "forward_kl"  # logit loss: forward_kl = KL(teacher||student) (the paper's best) | reverse_kl | topk
     temperature: float = 1.0  # softmax temperature of both models' logits (the paper: 1.0 is best)
-    topk: Optional[int] = None  # loss=topk: KL over the teacher's k most likely tokens, renormalised (paper: k<=100 hurts)
+    topk: Optional[int] = None  # loss=topk: KL over the teacher's k likeliest tokens, renormalised (k<=100 hurts)
     lm_loss_weight: float = 0.0  # weight of the student's next-token cross-entropy added to the KD loss (paper: 0)
-    hidden_pairs: List[List[int]] = field(default_factory=list)  # [[student_layer, teacher_layer], ...] outputs, 0-based
+    hidden_pairs: List[List[int]] = field(default_factory=list)  # [[student_layer, teacher_layer], ...], 0-based
     hidden_loss: str = "cosine"  # loss between paired layer outputs: cosine | mse (rescaled to the logit loss)
 
     def __post_init__(self):
@@ -68,7 +68,7 @@ class DistillCommand:
     distill: DistillSettings = field(default_factory=DistillSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    output: str = MISSING  # run directory: checkpoints/, final/ (the student), config.yaml, versions.json, metrics.jsonl
+    output: str = MISSING  # run directory: checkpoints/, final/ (the student), config.yaml, metrics.jsonl, ...
 
 
 def register() -> None:

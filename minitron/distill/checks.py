@@ -32,11 +32,12 @@ def normalized_pairs(pairs, student_layers: int, teacher_layers: int) -> list[tu
     result = []
     for student_layer, teacher_layer in pairs:
         indices = []
-        for role, layer, count in (("student", student_layer, student_layers), ("teacher", teacher_layer, teacher_layers)):
+        for role, layer, count in (("student", student_layer, student_layers),
+                                   ("teacher", teacher_layer, teacher_layers)):  # fmt: skip
             if not -count <= layer < count:
                 raise MinitronError(
-                    f"distill.hidden_pairs: {role} layer {layer} in [{student_layer}, {teacher_layer}] is out of range: "
-                    f"the {role} has {count} layers (0..{count - 1}, or -1 for the last)"
+                    f"distill.hidden_pairs: {role} layer {layer} in [{student_layer}, {teacher_layer}] is out of "
+                    f"range: the {role} has {count} layers (0..{count - 1}, or -1 for the last)"
                 )
             indices.append(layer % count)
         result.append((indices[0], indices[1]))

@@ -37,20 +37,22 @@ LOGIT_LOSSES = ("forward_kl", "reverse_kl", "topk")
 HIDDEN_LOSSES = ("cosine", "mse")
 
 
-def _kl(log_target: torch.Tensor, log_other: torch.Tensor, group) -> torch.Tensor:
-    """Per-token ``sum_v exp(log_target) (log_target - log_other)`` over the whole vocabulary."""
+def _kl(log_target: torch.Tensor, log_other: torch.Tensor, group, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-token ``sum_v exp(log_target) (log_target - log_other)`` over the whole vocabulary (or ``keep``)."""
     terms = log_target.exp() * (log_target - log_other)
-    terms = torch.where(torch.isneginf(log_target), torch.zeros_like(terms), terms)  # 0 log 0 = 0
+    if keep is not None:  # outside it both are -inf: 0 log 0 = 0
+        terms = torch.where(keep, terms, torch.zeros((), dtype=terms.dtype, device=terms.device))
     return sum_over_tp(terms.sum(dim=-1), group)
 
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                group=None) -> torch.Tensor:  # fmt: skip
-    """KL(teacher || student) per token ``[...]`` of vocab-parallel logits ``[..., vocab/tp]``."""
-    log_p = log_softmax(student_logits, temperature, group)
-    with torch.no_grad():
-        log_q = log_softmax(teacher_logits, temperature, group)
-    return _kl(log_q, log_p, group)
+    """KL(teacher || student) per token ``[...]`` of vocab-parallel logits ``[..., vocab/tp]``.
+
+    A fused autograd function (:func:`minitron.distill.vocab_parallel.forward_kl`): two ``exp`` passes
+    over the vocabulary and one kept tensor, the gradient, instead of a graph of log-softmaxes.
+    """
+    return vocab_parallel.forward_kl(student_logits, teacher_logits, temperature, group)
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
@@ -69,7 +71,7 @@ def topk_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, k: int, 
     log_p = log_softmax(masked_fill_inf(student_logits, keep), temperature, group)
     with torch.no_grad():
         log_q = log_softmax(masked_fill_inf(teacher_logits, keep), temperature, group)
-    return _kl(log_q, log_p, group)
+    return _kl(log_q, log_p, group, keep)
 
 
 def logit_loss(kind: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,

@@ -98,6 +98,81 @@ def log_softmax(logits: torch.Tensor, temperature: float = 1.0, group=None) -> t
     return scaled - (shift + all_reduce_sum(sum_exp, group).log())
 
 
+CHUNK_BYTES = 1 << 24  # on CPU the fused KL works through tokens in pieces of ~16 MB per tensor
+
+
+def _token_chunks(num_tokens: int, vocab: int, device: torch.device) -> list[slice]:
+    if device.type != "cpu":
+        return [slice(0, num_tokens)]
+    step = max(1, CHUNK_BYTES // (4 * vocab))
+    return [slice(start, min(start + step, num_tokens)) for start in range(0, num_tokens, step)]
+
+
+def _global_logsumexp(local: torch.Tensor, group) -> torch.Tensor:
+    """log(sum over ranks of exp(local)) per token, from each rank's log-sum-exp over its vocabulary slice."""
+    if _size(group) == 1:
+        return local
+    shift = all_reduce_max(local, group)
+    total = (local - shift).exp()
+    dist.all_reduce(total, group=group)
+    return shift + total.log()
+
+
+class _ForwardKL(torch.autograd.Function):
+    """Per-token KL(softmax(teacher / T) || softmax(student / T)); the student's gradient ``(p - q) / T`` is
+    computed in the forward pass and kept (one vocabulary-sized tensor), as Megatron's cross-entropy does.
+
+    With scaled logits ``s``, ``t`` and their log-partition functions ``lse`` over the whole vocabulary (from
+    each rank's, all-reduced): ``KL = sum_v q_v (t_v - s_v) - lse_t + lse_s`` (the sum all-reduced). Every
+    TP rank returns the same ``[...]``; the backward pass needs no communication. Tokens are processed in
+    chunks (all at once on GPU) so that temporaries stay small and the only vocabulary-sized allocation is
+    the gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, student, teacher, temperature, group):
+        vocab = student.shape[-1]
+        dtype = torch.promote_types(student.dtype, torch.float32)
+        s_all, t_all = student.reshape(-1, vocab), teacher.reshape(-1, vocab)
+        chunks = _token_chunks(s_all.shape[0], vocab, student.device)
+
+        def scaled(logits, rows):
+            chunk = logits[rows].to(dtype)
+            return chunk if temperature == 1.0 else chunk / temperature
+
+        lse = torch.empty(2, s_all.shape[0], dtype=dtype, device=student.device)  # student, teacher
+        for rows in chunks:
+            torch.logsumexp(scaled(s_all, rows), dim=-1, out=lse[0, rows])
+            torch.logsumexp(scaled(t_all, rows), dim=-1, out=lse[1, rows])
+        lse = _global_logsumexp(lse, group)
+        grad = torch.empty(s_all.shape, dtype=dtype, device=student.device)
+        cross = torch.empty(s_all.shape[0], dtype=dtype, device=student.device)  # sum_v q_v (t_v - s_v)
+        for rows in chunks:
+            s, t = scaled(s_all, rows), scaled(t_all, rows)
+            q = torch.sub(t, lse[1, rows, None]).exp_()
+            torch.sum(torch.sub(t, s).mul_(q), dim=-1, out=cross[rows])
+            torch.sub(s, lse[0, rows, None], out=grad[rows]).exp_().sub_(q)
+        if _size(group) > 1:
+            dist.all_reduce(cross, group=group)
+        if temperature != 1.0:
+            grad.div_(temperature)
+        ctx.save_for_backward(grad)
+        ctx.shape, ctx.student_dtype = student.shape, student.dtype
+        return (cross - lse[1] + lse[0]).view(student.shape[:-1])
+
+    @staticmethod
+    def backward(ctx, grad_kl):
+        (grad,) = ctx.saved_tensors
+        grad.mul_(grad_kl.reshape(-1, 1).to(grad.dtype))  # in place, as Megatron's cross-entropy (one backward)
+        return grad.view(ctx.shape).to(ctx.student_dtype), None, None, None
+
+
+def forward_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, group=None) -> torch.Tensor:
+    """KL(teacher || student) per token ``[...]`` of vocab-parallel logits ``[..., vocab/tp]`` (no gradient to
+    the teacher's)."""
+    return _ForwardKL.apply(student, teacher.detach(), temperature, group)
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, group=None) -> torch.Tensor:
     """Per-token ``-log p(label)`` ``[...]`` of vocab-parallel ``logits`` and global ``labels`` ``[...]``.
 

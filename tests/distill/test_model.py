@@ -1,8 +1,6 @@
 """Teacher + student in one process (TP=1, PP=1): the teacher stays frozen and out of checkpoints, a student
 learns the teacher's distribution, and a teacher distilled into itself has nothing to learn."""
 
-import torch
-
 from distill_helpers import losses, records, student_model, teacher_model  # noqa: F401 (fixtures)
 from workers.distill import build, make_config, run_distill
 from workers.train import corpus

@@ -37,8 +37,8 @@ def make_config(student: str, teacher: str, run: str, tp: int = 1, pp: int = 1, 
     return DistillCommand(
         teacher=TeacherConfig(path=teacher), student=ModelConfig(path=student), parallel=ParallelConfig(tp=tp, pp=pp),
         train=settings, distill=DistillSettings(**(distill or {})),
-        checkpoint=CheckpointConfig(interval=interval, keep_last=2), logging=LoggingConfig(progress=False, tensorboard=False),
-        output=run,
+        checkpoint=CheckpointConfig(interval=interval, keep_last=2),
+        logging=LoggingConfig(progress=False, tensorboard=False), output=run,
     )  # fmt: skip
 
 
@@ -127,8 +127,10 @@ def check_losses(out: str, dtype: str = "float64", temperature: float = 2.0, k: 
         got = loss(local, teacher[..., shard], group)
         (got * mask).sum().backward()
         grad = vocab_parallel._all_gather_last_dim(local.grad, group)
-        results[name] = {"value": float((got - expected).detach().abs().max()), "loss": float((expected * mask).sum().detach()),
-                         "grad": float((grad - full.grad).abs().max()), "grad_norm": float(full.grad.norm())}  # fmt: skip
+        results[name] = {
+            "value": float((got - expected).detach().abs().max()), "loss": float((expected * mask).sum().detach()),
+            "grad": float((grad - full.grad).abs().max()), "grad_norm": float(full.grad.norm()),
+        }  # fmt: skip
     if torch.distributed.get_rank() == 0:
         Path(out).write_text(json.dumps(results, indent=2))
 
