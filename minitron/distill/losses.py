@@ -46,13 +46,14 @@ def _kl(log_target: torch.Tensor, log_other: torch.Tensor, group, keep: Optional
 
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
-               group=None) -> torch.Tensor:  # fmt: skip
+               group=None, inplace: bool = False) -> torch.Tensor:  # fmt: skip
     """KL(teacher || student) per token ``[...]`` of vocab-parallel logits ``[..., vocab/tp]``.
 
-    A fused autograd function (:func:`minitron.distill.vocab_parallel.forward_kl`): two ``exp`` passes
-    over the vocabulary and one kept tensor, the gradient, instead of a graph of log-softmaxes.
+    A fused autograd function (:func:`minitron.distill.vocab_parallel.forward_kl`): one tensor kept for the
+    backward pass, the gradient, instead of a graph of log-softmaxes. ``inplace``: the gradient overwrites
+    ``student_logits`` (fp32), which must not be used afterwards.
     """
-    return vocab_parallel.forward_kl(student_logits, teacher_logits, temperature, group)
+    return vocab_parallel.forward_kl(student_logits, teacher_logits, temperature, group, inplace)
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
@@ -75,10 +76,11 @@ def topk_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, k: int, 
 
 
 def logit_loss(kind: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
-               topk: Optional[int] = None, group=None) -> torch.Tensor:  # fmt: skip
-    """The ``kind`` (one of :data:`LOGIT_LOSSES`) logit loss per token."""
+               topk: Optional[int] = None, group=None, inplace: bool = False) -> torch.Tensor:  # fmt: skip
+    """The ``kind`` (one of :data:`LOGIT_LOSSES`) logit loss per token; ``inplace`` lets ``forward_kl`` reuse
+    the student's logits for their gradient (they must not be used afterwards)."""
     if kind == "forward_kl":
-        return forward_kl(student_logits, teacher_logits, temperature, group)
+        return forward_kl(student_logits, teacher_logits, temperature, group, inplace)
     if kind == "reverse_kl":
         return reverse_kl(student_logits, teacher_logits, temperature, group)
     if kind == "topk":

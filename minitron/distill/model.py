@@ -132,8 +132,11 @@ class DistillationModel:
     def _loss(self, batch: dict, teacher_logits: torch.Tensor, captured: dict, student_logits: torch.Tensor):
         """Loss function of the last stage: (masked loss sum, token count, reports of [sum, tokens])."""
         settings = self.settings
+        lm = None
+        if settings.lm_loss_weight:  # before the KL, which overwrites the student's logits with their gradient
+            lm = vocab_parallel.cross_entropy(student_logits, batch["labels"], self.group)
         kd = losses.logit_loss(settings.loss, student_logits, teacher_logits, settings.temperature, settings.topk,
-                               self.group)  # fmt: skip
+                               self.group, inplace=True)  # fmt: skip
         hidden = []
         for student_layer, teacher_layer in self.pairs:
             student_hidden = captured["student"][student_layer]
@@ -141,9 +144,6 @@ class DistillationModel:
                 student_hidden = self.projection(student_hidden)
             per_token = losses.hidden_loss(settings.hidden_loss, student_hidden, captured["teacher"][teacher_layer])
             hidden.append(per_token.transpose(0, 1))  # [s, b] -> [b, s], as the loss mask
-        lm = None
-        if settings.lm_loss_weight:
-            lm = vocab_parallel.cross_entropy(student_logits, batch["labels"], self.group)
         total, parts = losses.combine(batch["loss_mask"], kd, hidden, lm, settings.lm_loss_weight)
         count = batch["loss_mask"].to(total.device, torch.float32).sum()
         reports = {"loss": torch.stack([total.detach(), count])}

@@ -126,11 +126,12 @@ class _ForwardKL(torch.autograd.Function):
     each rank's, all-reduced): ``KL = sum_v q_v (t_v - s_v) - lse_t + lse_s`` (the sum all-reduced). Every
     TP rank returns the same ``[...]``; the backward pass needs no communication. Tokens are processed in
     chunks (all at once on GPU) so that temporaries stay small and the only vocabulary-sized allocation is
-    the gradient.
+    the gradient; with ``inplace`` it is written over the student's logits instead (fp32, contiguous), as
+    Megatron's cross-entropy does: they must not be used afterwards.
     """
 
     @staticmethod
-    def forward(ctx, student, teacher, temperature, group):
+    def forward(ctx, student, teacher, temperature, group, inplace):
         vocab = student.shape[-1]
         dtype = torch.promote_types(student.dtype, torch.float32)
         s_all, t_all = student.reshape(-1, vocab), teacher.reshape(-1, vocab)
@@ -145,7 +146,10 @@ class _ForwardKL(torch.autograd.Function):
             torch.logsumexp(scaled(s_all, rows), dim=-1, out=lse[0, rows])
             torch.logsumexp(scaled(t_all, rows), dim=-1, out=lse[1, rows])
         lse = _global_logsumexp(lse, group)
-        grad = torch.empty(s_all.shape, dtype=dtype, device=student.device)
+        if inplace and student.dtype == dtype and student.is_contiguous():
+            grad = student.detach().view(s_all.shape)  # each chunk is read (below) before it is overwritten
+        else:
+            grad = torch.empty(s_all.shape, dtype=dtype, device=student.device)
         cross = torch.empty(s_all.shape[0], dtype=dtype, device=student.device)  # sum_v q_v (t_v - s_v)
         for rows in chunks:
             s, t = scaled(s_all, rows), scaled(t_all, rows)
@@ -164,13 +168,14 @@ class _ForwardKL(torch.autograd.Function):
     def backward(ctx, grad_kl):
         (grad,) = ctx.saved_tensors
         grad.mul_(grad_kl.reshape(-1, 1).to(grad.dtype))  # in place, as Megatron's cross-entropy (one backward)
-        return grad.view(ctx.shape).to(ctx.student_dtype), None, None, None
+        return grad.view(ctx.shape).to(ctx.student_dtype), None, None, None, None
 
 
-def forward_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, group=None) -> torch.Tensor:
+def forward_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, group=None,
+               inplace: bool = False) -> torch.Tensor:  # fmt: skip
     """KL(teacher || student) per token ``[...]`` of vocab-parallel logits ``[..., vocab/tp]`` (no gradient to
-    the teacher's)."""
-    return _ForwardKL.apply(student, teacher.detach(), temperature, group)
+    the teacher's). ``inplace``: overwrite ``student`` with its gradient (saves a logits-sized tensor)."""
+    return _ForwardKL.apply(student, teacher.detach(), temperature, group, inplace)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, group=None) -> torch.Tensor:

@@ -112,3 +112,21 @@ def test_combine_rescales_the_hidden_loss_to_the_logit_loss():
     assert lm.grad.tolist() == [[0.5, 0.0, 0.5]]
     only_kd, parts = losses.combine(mask, logit, ())
     assert float(only_kd) == 6.0 and set(parts) == {"kd"}
+
+
+def test_inplace_kl_after_cross_entropy_gives_the_same_gradients():
+    """The distillation model computes the CE first, then lets the KL overwrite the logits with its gradient."""
+    generator = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(2, 4, 40, generator=generator), torch.randn(2, 4, 40, generator=generator)
+    labels = torch.randint(0, 40, (2, 4), generator=generator)
+    results = []
+    for inplace in (False, True):
+        leaf = student.clone().requires_grad_()
+        logits = leaf * 1.0  # a non-leaf, as the model's output
+        ce = vocab_parallel.cross_entropy(logits, labels)
+        kl = losses.forward_kl(logits, teacher, 1.5, inplace=inplace)
+        (kl.sum() + 0.3 * ce.sum()).backward()
+        results.append((kl.detach(), ce.detach(), leaf.grad))
+        assert torch.equal(logits, student) != inplace  # overwritten only in place
+    for expected, got in zip(*results):
+        assert torch.allclose(expected, got, atol=1e-6, rtol=0)
