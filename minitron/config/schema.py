@@ -115,15 +115,11 @@ def register() -> None:
     if not OmegaConf.has_resolver("minitron_home"):
         OmegaConf.register_new_resolver("minitron_home", minitron_home)
 
-    from minitron.config import data, training
+    # each command group's schemas live beside their code; imported here (they import this module)
+    from minitron.config import data, distill, prune, training
 
-    training.register()
-    data.register()
-
-    from minitron.config import prune
-
-    prune.register()
-    __import__("minitron.config.distill").config.distill.register()  # minitron distill
+    for group in (training, data, prune, distill):
+        group.register()
 
 
 def to_object(cfg):
