@@ -18,7 +18,7 @@ from minitron.config import schema
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 from minitron.models import checkpoint
-from minitron.models.megatron_gpt import check_parallel_layout
+from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.models.tokenizer import load_tokenizer
 from minitron.parallel import setup_distributed, teardown_distributed
 
@@ -32,16 +32,7 @@ def main(cfg) -> None:
     source = checkpoint.open_model(cfg.model.path)
     arch = source.arch
     check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
-    if cfg.eval.seq_length > arch.max_position_embeddings:
-        raise MinitronError(
-            f"eval.seq_length={cfg.eval.seq_length} exceeds the model's max_position_embeddings="
-            f"{arch.max_position_embeddings}; use eval.seq_length<={arch.max_position_embeddings}"
-        )
-    if arch.sliding_window and cfg.eval.seq_length > arch.sliding_window:
-        raise MinitronError(
-            f"eval.seq_length={cfg.eval.seq_length} exceeds the model's sliding_window={arch.sliding_window}, "
-            "which minitron does not implement; use eval.seq_length<=sliding_window"
-        )
+    check_sequence_length(arch, "eval.seq_length", cfg.eval.seq_length)
     if cfg.eval.reference and source.kind != "hf":
         raise MinitronError("eval.reference=true needs model.path to be a Hugging Face directory")
     texts = heldout.read_texts(cfg.data.path, cfg.data.text_field)

@@ -21,10 +21,10 @@ from minitron import runtime
 from minitron.config import schema
 from minitron.errors import MinitronError
 from minitron.models import checkpoint
-from minitron.models.megatron_gpt import check_parallel_layout
+from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.parallel import setup_distributed, teardown_distributed
 from minitron.prune import plots
-from minitron.prune.calibration import calibration_windows, check_calibration_length, compute_importance
+from minitron.prune.calibration import calibration_windows, compute_importance
 from minitron.prune.importance import resolve_window_sizes
 from minitron.prune.scores import META_FILE, SCORES_FILE
 
@@ -39,7 +39,7 @@ def main(cfg) -> None:
     source = checkpoint.open_model(cfg.model.path)
     arch, output = source.arch, Path(cfg.output)
     check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
-    check_calibration_length(arch, cfg.calib.seq_length)
+    check_sequence_length(arch, "calib.seq_length", cfg.calib.seq_length)
     window_sizes = resolve_window_sizes(arch, cfg.importance.depth_metrics, cfg.importance.window_sizes)
     if output.exists() and any(output.iterdir()) and not cfg.overwrite:
         raise MinitronError(f"output={output} already exists and is not empty; choose another or pass overwrite=true")

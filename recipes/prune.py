@@ -22,10 +22,10 @@ from minitron import runtime
 from minitron.config import schema
 from minitron.errors import MinitronError
 from minitron.models import checkpoint
-from minitron.models.megatron_gpt import check_parallel_layout
+from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.parallel import setup_distributed, teardown_distributed
 from minitron.prune import plots
-from minitron.prune.calibration import calibration_windows, check_calibration_length, compute_importance
+from minitron.prune.calibration import calibration_windows, compute_importance
 from minitron.prune.plan import needed_depth_metrics, placeholder_scores, plan_pruning
 from minitron.prune.scores import ImportanceScores
 from minitron.prune.surgery import write_pruned_hf
@@ -57,7 +57,7 @@ def main(cfg) -> None:
     depth_metrics, window_sizes = needed_depth_metrics(arch, targets)
     scores = ImportanceScores.load(Path(cfg.prune.scores)) if cfg.prune.scores else None
     if scores is None:
-        check_calibration_length(arch, cfg.calib.seq_length)
+        check_sequence_length(arch, "calib.seq_length", cfg.calib.seq_length)
         windows = calibration_windows(source, cfg.data.path, cfg.data.text_field, cfg.calib.num_samples, cfg.calib.seq_length)
 
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)

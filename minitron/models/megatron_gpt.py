@@ -39,6 +39,20 @@ def check_parallel_layout(arch: ModelArch, tp: int, pp: int) -> None:
         )
 
 
+def check_sequence_length(arch: ModelArch, field: str, seq_length: int) -> None:
+    """Raise a clear error naming ``field`` when ``seq_length`` is longer than ``arch`` can attend."""
+    if seq_length > arch.max_position_embeddings:
+        raise MinitronError(
+            f"{field}={seq_length} exceeds the model's max_position_embeddings="
+            f"{arch.max_position_embeddings}; use {field}<={arch.max_position_embeddings}"
+        )
+    if arch.sliding_window and seq_length > arch.sliding_window:
+        raise MinitronError(
+            f"{field}={seq_length} exceeds the model's sliding_window={arch.sliding_window}, "
+            f"which minitron does not implement; use {field}<=sliding_window"
+        )
+
+
 def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32):
     """Megatron-Core ``TransformerConfig`` for ``arch`` in the given layout and parameter dtype."""
     from megatron.core.transformer.transformer_config import TransformerConfig

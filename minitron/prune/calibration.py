@@ -9,23 +9,9 @@ import torch
 
 from minitron.errors import MinitronError
 from minitron.eval import heldout
-from minitron.models.arch import ModelArch
 from minitron.models.checkpoint import ModelSource, load_hf_weights, load_megatron_weights
 from minitron.models.tokenizer import load_tokenizer
 from minitron.prune.scores import ImportanceScores
-
-
-def check_calibration_length(arch: ModelArch, seq_length: int) -> None:
-    if seq_length > arch.max_position_embeddings:
-        raise MinitronError(
-            f"calib.seq_length={seq_length} exceeds the model's max_position_embeddings="
-            f"{arch.max_position_embeddings}; use calib.seq_length<={arch.max_position_embeddings}"
-        )
-    if arch.sliding_window and seq_length > arch.sliding_window:
-        raise MinitronError(
-            f"calib.seq_length={seq_length} exceeds the model's sliding_window={arch.sliding_window}, "
-            "which minitron does not implement; use calib.seq_length<=sliding_window"
-        )
 
 
 def calibration_windows(source: ModelSource, data_path, text_field: str, num_samples: int, seq_length: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from minitron.config.training import TrainCommand
 from minitron.errors import MinitronError
-from minitron.models.megatron_gpt import check_parallel_layout
+from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.training import data, metrics, rundir
 
 
@@ -26,16 +26,7 @@ def check_train_inputs(cfg: TrainCommand, source, world_size: int) -> None:
 
     ``source`` is the model's :class:`~minitron.models.checkpoint.ModelSource`."""
     settings, arch = cfg.train, source.arch
-    if settings.seq_length > arch.max_position_embeddings:
-        raise MinitronError(
-            f"train.seq_length={settings.seq_length} exceeds the model's max_position_embeddings="
-            f"{arch.max_position_embeddings}; use train.seq_length<={arch.max_position_embeddings}"
-        )
-    if arch.sliding_window and settings.seq_length > arch.sliding_window:
-        raise MinitronError(
-            f"train.seq_length={settings.seq_length} exceeds the model's sliding_window={arch.sliding_window}, "
-            "which minitron does not implement; use train.seq_length<=sliding_window"
-        )
+    check_sequence_length(arch, "train.seq_length", settings.seq_length)
     check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
     dp = data_parallel_size(world_size, cfg.parallel.tp, cfg.parallel.pp)
     per_pass = settings.micro_batch_size * dp
