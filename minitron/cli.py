@@ -19,6 +19,7 @@ STAGES = {
     "distill": "distill a teacher into a (pruned) student on a tokenized corpus (KL on logits); resumes",
     "data": "tokenize text/jsonl/parquet into a Megatron indexed dataset (`minitron data prepare ...`)",
     "prune": "importance + width/depth pruning to explicit targets; writes the student as an HF directory",
+    "pipeline": "the whole recipe in one resumable command: importance, prune, distill, eval, export, report",
     "assets": "fetch the demo teacher, corpus and evaluation data (`minitron assets fetch`)",
 }
 

@@ -2,11 +2,13 @@
 
     minitron eval model.path=DIR data.path=FILE [eval.seq_length=512] [eval.max_windows=N]
     torchrun --nproc-per-node 2 $(which minitron) eval model.path=DIR data.path=FILE parallel.tp=2
+    minitron eval model.path=DIR data.path=FILE eval.teacher=TEACHER_DIR
 
 DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl (field ``text``).
 The loss definition is in :mod:`minitron.eval.heldout`. ``eval.reference=true`` also computes it
 with transformers on the same windows (HF directories only). The last stdout line is one JSON object
-with ``loss``, ``ppl`` and ``tokens``.
+with ``loss``, ``ppl`` and ``tokens``; with ``eval.teacher`` (same tokenizer, built in the model's layout
+and dtype) also ``kl`` (mean KL(teacher || model) per token), ``teacher_loss`` and ``teacher`` (its path).
 """
 
 import time
@@ -35,10 +37,13 @@ def main(cfg) -> None:
     check_sequence_length(arch, "eval.seq_length", cfg.eval.seq_length)
     if cfg.eval.reference and source.kind != "hf":
         raise MinitronError("eval.reference=true needs model.path to be a Hugging Face directory")
+    tokenizer = load_tokenizer(source.carried_files)
+    teacher_source = None
+    if cfg.eval.teacher:
+        teacher_source = heldout.open_teacher(cfg.eval.teacher, source, tokenizer, cfg.parallel.tp, cfg.parallel.pp,
+                                              cfg.eval.seq_length)  # fmt: skip
     texts = heldout.read_texts(cfg.data.path, cfg.data.text_field)
-    windows = heldout.make_windows(
-        heldout.tokenize(texts, load_tokenizer(source.carried_files)), cfg.eval.seq_length, cfg.eval.max_windows
-    )
+    windows = heldout.make_windows(heldout.tokenize(texts, tokenizer), cfg.eval.seq_length, cfg.eval.max_windows)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
         dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
@@ -46,8 +51,15 @@ def main(cfg) -> None:
                     f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, {str(dtype).replace('torch.', '')}")
         model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
         model.eval()
+        teacher = None
+        if teacher_source is not None:
+            runtime.log(f"teacher {teacher_source.path}: KL(teacher || model) on the same windows")
+            teacher = checkpoint.load_model(teacher_source, ctx.tp, ctx.pp, dtype)
+            teacher.eval()
         start = time.perf_counter()
-        result = heldout.megatron_heldout_loss(model, windows, cfg.eval.micro_batch_size)
+        result = heldout.megatron_heldout_loss(model, windows, cfg.eval.micro_batch_size, teacher=teacher)
+        if teacher is not None:
+            result["teacher"] = str(teacher_source.path)
         result["seconds"] = round(time.perf_counter() - start, 3)
         result.update(windows=len(windows), seq_length=cfg.eval.seq_length, dtype=str(dtype).replace("torch.", ""))
         if cfg.eval.reference and ctx.is_main:
@@ -55,6 +67,8 @@ def main(cfg) -> None:
             result["reference_loss"] = reference["loss"]
             result["abs_diff"] = abs(reference["loss"] - result["loss"])
         runtime.log(f"loss {result['loss']:.6f}  ppl {result['ppl']:.3f}  over {result['tokens']:,} tokens")
+        if teacher is not None:
+            runtime.log(f"KL(teacher || model) {result['kl']:.6f}  teacher loss {result['teacher_loss']:.6f}")
         runtime.print_result(result)
     finally:
         teardown_distributed()

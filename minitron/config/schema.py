@@ -69,6 +69,7 @@ class EvalConfig:
     micro_batch_size: int = 4  # windows per forward pass
     max_windows: Optional[int] = None  # evaluate only the first N windows (None: all)
     reference: bool = False  # also compute the loss with transformers on the same windows and compare
+    teacher: Optional[str] = None  # also report KL(teacher || model) on the same windows (teacher: HF dir or minitron checkpoint, same tokenizer)
 
     def __post_init__(self):
         if self.seq_length < 2:
@@ -116,9 +117,9 @@ def register() -> None:
         OmegaConf.register_new_resolver("minitron_home", minitron_home)
 
     # each command group's schemas live beside their code; imported here (they import this module)
-    from minitron.config import data, distill, prune, training
+    from minitron.config import data, distill, pipeline, prune, training
 
-    for group in (training, data, prune, distill):
+    for group in (training, data, prune, distill, pipeline):
         group.register()
 
 

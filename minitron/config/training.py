@@ -1,7 +1,8 @@
 """Schemas of ``minitron train``: the ``train`` group (``conf/train/*.yaml``) and the command around it.
 
 ``conf/train.yaml`` composes :class:`TrainCommand`; its ``train`` node is one file of the
-``conf/train/`` group (``default``, ``teacher_correction``), typed by :class:`TrainSettings`. Checks
+``conf/train/`` group (``default``, ``teacher_correction``), typed by :class:`TrainSettings`; its ``model``
+node adds ``init`` (pretrained weights or random initialisation) to the shared model schema. Checks
 that need only the config run in ``__post_init__``; those that need the model, the data or the number
 of processes run in :mod:`minitron.training.checks` before anything is written.
 """
@@ -18,7 +19,18 @@ from minitron.config.schema import ModelConfig, ParallelConfig
 from minitron.errors import MinitronError
 
 DECAY_STYLES = ("cosine", "linear", "constant")
+MODEL_INITS = ("pretrained", "random")
 VERIFY_MODES = ("checksum", "size")
+
+
+@dataclass
+class TrainModelConfig(ModelConfig):
+    init: str = "pretrained"  # pretrained: DIR's weights | random: DIR's architecture, N(0, 0.02) seeded by train.seed
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.init not in MODEL_INITS:
+            raise MinitronError(f"model.init={self.init!r}: use one of {', '.join(MODEL_INITS)}")
 
 
 @dataclass
@@ -108,7 +120,7 @@ class LoggingConfig:
 
 @dataclass
 class TrainCommand:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: TrainModelConfig = field(default_factory=TrainModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     train: TrainSettings = field(default_factory=TrainSettings)

@@ -2,6 +2,7 @@
 
 The same call runs at any TP/PP: Megatron's ``get_forward_backward_func`` moves activations between
 pipeline stages; the results appear on the last stage, where ``on_output`` is called per micro-batch.
+:func:`forward_pair` runs a teacher and a model (same layout) on one micro-batch, one after the other.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import torch
 
 # on_output(micro_batch, output) with output = logits [b, s, vocab/tp] or per-token loss [b, s]
 OutputHook = Callable[[dict, torch.Tensor], None]
+# on_output(micro_batch, logits, teacher_logits), both [b, s, vocab/tp]
+PairHook = Callable[[dict, torch.Tensor, torch.Tensor], None]
 
 
 def _position_ids(tokens: torch.Tensor) -> torch.Tensor:
@@ -59,6 +62,27 @@ def forward_only(
             micro_batch_size=micro_batch_size,
             forward_only=True,
         )
+
+
+def forward_pair(model, teacher, micro_batch: dict, on_output: PairHook) -> None:
+    """One micro-batch ``{"tokens": [b, s], ...}`` through ``teacher``, then through ``model``.
+
+    Both are shards of the same TP x PP layout; each runs its own pipeline schedule (their hidden sizes
+    may differ). On the last stage ``on_output(micro_batch, logits, teacher_logits)`` gets this TP rank's
+    logits ``[b, s, vocab / tp]`` of both; only this micro-batch's teacher logits are held meanwhile.
+    """
+    tokens = micro_batch["tokens"]
+    held = []
+
+    def keep(batch, teacher_logits):
+        held.append(teacher_logits)
+
+    def pair(batch, logits):
+        on_output(batch, logits, held.pop())
+
+    seq_length, batch_size = tokens.shape[1], tokens.shape[0]
+    forward_only(teacher, [micro_batch], 1, seq_length, batch_size, keep, with_labels=False)
+    forward_only(model, [micro_batch], 1, seq_length, batch_size, pair, with_labels=False)
 
 
 def full_logits(model, tokens: torch.Tensor) -> Optional[torch.Tensor]:

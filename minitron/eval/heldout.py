@@ -5,12 +5,18 @@ the text (a .txt file, or the ``text`` fields of a .jsonl file joined by blank l
 without special tokens, cut into consecutive windows of ``seq_length`` tokens (a final partial window
 is dropped), and each window is scored from scratch: positions 0..L-2 predict tokens 1..L-1. The loss
 is the mean over all predicted tokens; ``tokens`` counts them.
+
+With a teacher (``eval.teacher``), the same predicted positions also give ``kl``, the mean per-token
+KL(teacher || model) = sum_v q_v (log q_v - log p_v) of the next-token distributions (temperature 1,
+natural log; computed on vocab-parallel logits by :func:`minitron.distill.losses.forward_kl`), and
+``teacher_loss``, the teacher's held-out loss on those windows. Teacher and model must share the tokenizer.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +70,43 @@ def make_windows(token_ids: list[int], seq_length: int, max_windows: Optional[in
     return torch.tensor(token_ids[: count * seq_length], dtype=torch.int64).view(count, seq_length)
 
 
+def open_teacher(path, model, tokenizer, tp: int, pp: int, seq_length: int):
+    """The ``ModelSource`` of ``eval.teacher=path``, checked against ``model`` (a ``ModelSource``) and its
+    ``tokenizer``: the same vocabulary size and tokens, splits into ``tp`` x ``pp``, attends ``seq_length``.
+
+    Every problem is one :class:`MinitronError` naming ``eval.teacher``.
+    """
+    from minitron.models.checkpoint import open_model
+    from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
+    from minitron.models.tokenizer import load_tokenizer
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise MinitronError(f"eval.teacher={path}: no such file or directory")
+    try:
+        teacher = open_model(path)
+        check_parallel_layout(teacher.arch, tp, pp)
+        check_sequence_length(teacher.arch, "eval.seq_length", seq_length)
+    except MinitronError as err:
+        message = str(err).replace(f"model.path={path}: ", "").replace("the model's", "the teacher's")
+        raise MinitronError(f"eval.teacher={path}: {message}") from None
+    fix = "KL(teacher || model) needs the model's tokenizer; pass a teacher of the same family (or unset eval.teacher)"
+    if teacher.arch.vocab_size != model.arch.vocab_size:
+        raise MinitronError(
+            f"eval.teacher={path} has a vocabulary of {teacher.arch.vocab_size} tokens, model.path "
+            f"{model.arch.vocab_size}: {fix}"
+        )
+    try:
+        teacher_vocab = load_tokenizer(teacher.carried_files).get_vocab()
+    except MinitronError:  # no tokenizer files: only the vocabulary size can be compared
+        teacher_vocab = None
+    if teacher_vocab is not None and teacher_vocab != tokenizer.get_vocab():
+        raise MinitronError(
+            f"eval.teacher={path} has another tokenizer than model.path (same size, other tokens): {fix}"
+        )
+    return teacher
+
+
 def summarize(loss_sum: float, tokens: int) -> dict:
     loss = loss_sum / tokens
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "tokens": tokens}
@@ -76,12 +119,17 @@ def _labels_and_mask(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return labels, mask
 
 
-def megatron_heldout_loss(model, windows: torch.Tensor, micro_batch_size: int, progress: bool = True) -> dict:
-    """Held-out loss of a sharded ``GPTModel`` at any TP/PP/DP (windows split over DP ranks)."""
+def megatron_heldout_loss(model, windows: torch.Tensor, micro_batch_size: int, progress: bool = True,
+                          teacher=None) -> dict:  # fmt: skip
+    """Held-out loss of a sharded ``GPTModel`` at any TP/PP/DP (windows split over DP ranks).
+
+    With ``teacher`` (a shard of the same layout and vocabulary) the result also holds ``kl`` and
+    ``teacher_loss``; micro-batches then go through the teacher and the model one at a time.
+    """
     from megatron.core import parallel_state
     from tqdm import tqdm
 
-    from minitron.eval.forward import forward_only
+    from minitron.eval.forward import forward_only, forward_pair
 
     dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
     mine = windows[dp_rank::dp]
@@ -91,27 +139,52 @@ def megatron_heldout_loss(model, windows: torch.Tensor, micro_batch_size: int, p
         labels, mask = _labels_and_mask(chunk)
         batches.append({"tokens": chunk, "labels": labels, "mask": mask})
     device = next(model.parameters()).device
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # NCCL reduces device tensors only
+    # loss sum, tokens[, KL sum, teacher loss sum]; NCCL reduces device tensors only
+    totals = torch.zeros(2 if teacher is None else 4, dtype=torch.float64, device=device)
     counts_here = parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0
     bar = tqdm(total=len(batches), desc="eval", unit="batch", disable=not (progress and torch.distributed.get_rank() == 0))
 
-    def accumulate(batch, per_token_loss):
+    def accumulate(batch, *per_token_values):
         if counts_here:
-            mask = batch["mask"].to(per_token_loss.device)
-            totals[0] += float((per_token_loss.float() * mask).sum())
+            mask = batch["mask"].to(per_token_values[0].device)
+            for index, values in zip((0, 2, 3), per_token_values):
+                totals[index] += float((values.float() * mask).sum())
             totals[1] += float(mask.sum())
         bar.update(1)
 
-    # batches differ in size only at the end: run full ones together, the remainder alone
-    groups: dict[int, list] = {}
-    for batch in batches:
-        groups.setdefault(len(batch["tokens"]), []).append(batch)
-    for size, group in groups.items():
-        forward_only(model, group, len(group), windows.shape[1], size, accumulate, with_labels=True)
+    if teacher is None:
+        # batches differ in size only at the end: run full ones together, the remainder alone
+        groups: dict[int, list] = {}
+        for batch in batches:
+            groups.setdefault(len(batch["tokens"]), []).append(batch)
+        for size, group in groups.items():
+            forward_only(model, group, len(group), windows.shape[1], size, accumulate, with_labels=True)
+    else:
+        for batch in batches:
+            forward_pair(model, teacher, batch, partial(_score_pair, model, teacher, accumulate))
     bar.close()
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(totals)
-    return summarize(float(totals[0]), int(totals[1]))
+    result = summarize(float(totals[0]), int(totals[1]))
+    if teacher is not None:
+        result.update(kl=float(totals[2]) / result["tokens"], teacher_loss=float(totals[3]) / result["tokens"])
+    return result
+
+
+def _score_pair(model, teacher, accumulate, batch: dict, logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    """Per-token loss, KL(teacher || model) and teacher loss ``[b, s]`` of one micro-batch's logits ``[b, s, v/tp]``.
+
+    Every TP rank of the last stage runs this (the reductions are collective over the TP group). Each loss
+    is the model's own Megatron cross-entropy, as :func:`megatron_heldout_loss` without a teacher; it reads
+    ``[s, b, v/tp]`` logits, so it gets a copy, and the KL then overwrites the model's logits.
+    """
+    from minitron.distill import losses, vocab_parallel
+
+    labels = batch["labels"].to(logits.device)
+    loss = model.compute_language_model_loss(labels, logits.transpose(0, 1).contiguous())
+    teacher_loss = teacher.compute_language_model_loss(labels, teacher_logits.transpose(0, 1).contiguous())
+    kl = losses.forward_kl(logits, teacher_logits, 1.0, vocab_parallel.tp_group(), inplace=True)
+    accumulate(batch, loss, kl, teacher_loss)
 
 
 def hf_heldout_loss(model_dir, windows: torch.Tensor, micro_batch_size: int = 4) -> dict:

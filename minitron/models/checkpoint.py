@@ -47,6 +47,7 @@ class ModelSource:
     hf_config: dict  # the Hugging Face config.json of the model
     dtype: torch.dtype  # dtype the weights are stored in
     carried_files: Path  # directory holding tokenizer/generation files
+    init: str = "pretrained"  # pretrained: the weights at path | random: path's architecture, fresh weights
 
     def fingerprint(self) -> str:
         """Identifies the model's files (config, weight files' names, sizes and mtimes)."""
@@ -63,8 +64,11 @@ def is_megatron_checkpoint(path: Path) -> bool:
     return (Path(path) / "minitron.json").is_file() and (Path(path) / "dist").is_dir()
 
 
-def open_model(path) -> ModelSource:
-    """Describe the model at ``path`` (an HF directory or a minitron Megatron checkpoint)."""
+def open_model(path, init: str = "pretrained") -> ModelSource:
+    """Describe the model at ``path`` (an HF directory or a minitron Megatron checkpoint).
+
+    ``init="random"``: the model is ``path``'s architecture, tokenizer and HF config with freshly
+    initialised weights; :func:`load_model` then reads no weights."""
     path = Path(path)
     if not path.exists():
         raise MinitronError(f"model.path={path}: no such file or directory")
@@ -82,11 +86,12 @@ def open_model(path) -> ModelSource:
             hf_config=meta["hf_config"],
             dtype=getattr(torch, meta["dtype"]),
             carried_files=path / "hf_files",
+            init=init,
         )
     config = read_hf_config(path)
     arch = arch_from_hf_config(config)
     dtype = SafetensorsReader(path).dtype()
-    return ModelSource(path=path, kind="hf", arch=arch, hf_config=config, dtype=dtype, carried_files=path)
+    return ModelSource(path=path, kind="hf", arch=arch, hf_config=config, dtype=dtype, carried_files=path, init=init)
 
 
 # ---- loading weights into a model shard --------------------------------------------------------
@@ -134,10 +139,15 @@ def load_megatron_weights(model, source: ModelSource) -> None:
 
 
 def load_model(source: ModelSource, tp: int, pp: int, dtype: Optional[torch.dtype] = None):
-    """Build this rank's ``GPTModel`` shard for ``source`` and load its weights."""
+    """Build this rank's ``GPTModel`` shard for ``source`` and load its weights.
+
+    A ``source`` opened with ``init="random"`` keeps Megatron's initialisation (normal(0, 0.02), output
+    projections scaled by 1/sqrt(2 * num_layers), norms 1) from the current RNG state: no weights are read."""
     from minitron.models.megatron_gpt import build_gpt_model
 
     model = build_gpt_model(source.arch, tp, pp, dtype or source.dtype)
+    if source.init == "random":
+        return model
     if source.kind == "hf":
         load_hf_weights(model, source)
     else:
@@ -241,6 +251,8 @@ def save_megatron_checkpoint(model, source: ModelSource, staging: Path, fingerpr
             "source": str(source.path),
             "source_fingerprint": fingerprint,
         }
+        if source.init != "pretrained":  # e.g. trained from random init: source gave only the architecture
+            meta["init"] = source.init
         (staging / "minitron.json").write_text(json.dumps(meta, indent=2))
     _barrier()
     dist_checkpointing.save(model.sharded_state_dict(), str(staging / "dist"))

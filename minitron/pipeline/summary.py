@@ -1,0 +1,74 @@
+"""The report stage: gather the stages' results into a summary, then write report.md and the curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from minitron.config.pipeline import PipelineCommand
+from minitron.pipeline.report import write_report
+from minitron.pipeline.stages import Plan
+from minitron.pipeline.runner import write_json_atomic
+
+
+def _params(path: str) -> tuple:
+    from minitron.models.checkpoint import open_model
+
+    try:
+        arch = open_model(path).arch
+    except Exception:  # a model whose stage was disabled or failed: the row shows "-"
+        return None, None
+    return arch.params, arch.non_embedding_params
+
+
+def _trained_tokens(run: Path):
+    """Tokens a `minitron train` run consumed: consumed samples x its sequence length."""
+    from omegaconf import OmegaConf
+
+    try:
+        seq_length = OmegaConf.load(run / "config.yaml").train.seq_length
+        samples = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+        return int(samples[-1]["consumed_samples"]) * int(seq_length)
+    except (OSError, ValueError, KeyError, IndexError, AttributeError):
+        return None
+
+
+def build_summary(cfg: PipelineCommand, plan: Plan, manifest: dict) -> dict:
+    """What the report shows, from the plan and the manifest's stage results."""
+    recipe, records = cfg.recipe, manifest.get("stages", {})
+    models = []
+    for stage in plan.stages:
+        if stage.model is None:
+            continue
+        result = records.get(stage.name, {}).get("result") or {}
+        params, non_embedding = _params(stage.model["path"])
+        models.append(dict(stage.model, params=params, non_embedding_params=non_embedding,
+                           heldout_loss=result.get("loss"), kl=result.get("kl")))  # fmt: skip
+        if stage.model["role"] == "teacher_corrected":
+            models[-1]["train_tokens"] = _trained_tokens(Path(plan.teacher).parent)
+    eval_tokens = next((r.get("result", {}).get("tokens") for n, r in records.items() if n.startswith("eval_")
+                        and r.get("result")), None)  # fmt: skip
+    reference = "teacher, corrected" if recipe.teacher_correction.enabled else "teacher"
+    return {
+        "recipe": recipe.name,
+        "description": recipe.description,
+        "teacher": recipe.teacher,
+        "train_data": recipe.data.train,
+        "heldout_data": recipe.data.heldout,
+        "eval_tokens": eval_tokens,
+        "token_budget": recipe.budget.tokens,
+        "models": models,
+        "reference_teacher": reference,
+        "curves": [stage.curve for stage in plan.stages if stage.curve is not None],
+        "stages": [dict(name=s.name, status=records.get(s.name, {}).get("status"),
+                        seconds=records.get(s.name, {}).get("seconds"), output=s.output)
+                   for s in plan.stages if s.command != "report"],  # fmt: skip
+    }
+
+
+def build_report(cfg: PipelineCommand, plan: Plan, manifest: dict, run_dir: Path) -> dict:
+    summary = build_summary(cfg, plan, manifest)
+    write_json_atomic(run_dir / "summary.json", summary)
+    written = write_report(run_dir, summary)
+    return {"report": written["report"], "curves": written["curves"], "summary": str(run_dir / "summary.json"),
+            "checks": written["checks"]}  # fmt: skip

@@ -1,0 +1,197 @@
+"""`minitron pipeline`: a tiny recipe end to end; killed in the middle of a stage it resumes and finishes;
+finished stages are skipped; a changed recipe is refused; bad recipes are refused before anything runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from conftest import MINITRON, REPO, clean_env, last_json, run_cli
+from tiny_models import make_tiny_model, save_char_tokenizer
+
+WORDS = "the of and to in is was for on that with as by at from this be are an or it which has had not".split()
+
+
+@pytest.fixture(scope="module")
+def teacher_model(tmp_path_factory) -> Path:
+    """The teacher of the tiny recipe: 4-layer SmolLM2-like (hidden 96, 6 heads in 2 groups, tied), 256 tokens."""
+    out = make_tiny_model("smollm2", tmp_path_factory.mktemp("pipeline_teacher") / "hf", num_layers=4, seed=1)
+    save_char_tokenizer(out)
+    return out
+
+
+def write_text(path: Path, seed: int, documents: int, words: int) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    lines = [json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(words))}) for _ in range(documents)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_recipe(root: Path, teacher_dir: Path, steps: int = 40, **changes) -> Path:
+    """A recipe directory for `hydra.searchpath`: recipe/tiny.yaml, every stage on the tiny teacher."""
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    recipe = {
+        "name": "tiny",
+        "description": "tiny teacher, width and depth students",
+        "teacher": str(teacher_dir),
+        "data": {"train": str(write_text(data / "train.jsonl", 0, 40, 200)),
+                 "calib": str(write_text(data / "calib.jsonl", 1, 8, 200)),
+                 "heldout": str(write_text(data / "heldout.jsonl", 2, 8, 200))},
+        "teacher_correction": {"enabled": True, "args": ["train.steps=2", "train.global_batch_size=2", "train.micro_batch_size=2",
+                                                         "train.seq_length=32", "train.eval_interval=0", "train.warmup_steps=0"]},
+        "importance_args": ["calib.num_samples=4", "calib.seq_length=32", "calib.micro_batch_size=2",
+                            "importance.plots=false"],
+        "students": {"width": {"prune": {"hidden_size": 48, "ffn_hidden_size": 128}, "from_scratch": True},
+                     "depth": {"prune": {"num_layers": 2}}},
+        "budget": {"steps": steps, "global_batch_size": 2, "micro_batch_size": 2, "seq_length": 32},
+        "distill_args": ["train.lr=1e-3", "train.eval_interval=0", "checkpoint.interval=2", "logging.progress=false"],
+        "scratch_args": ["train.lr=1e-3", "train.eval_interval=0", "checkpoint.interval=10"],
+        "eval_args": ["eval.seq_length=32", "eval.max_windows=4"],
+    }  # fmt: skip
+    recipe.update(changes)
+    (root / "recipe").mkdir(exist_ok=True)
+    (root / "recipe" / "tiny.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return root
+
+
+def pipeline_args(conf: Path, run: Path, *extra) -> list[str]:
+    return ["pipeline", f"hydra.searchpath=[file://{conf}]", "recipe=tiny", f"output={run}", *extra]
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "pipeline.json").read_text())["stages"]
+
+
+@pytest.mark.slow
+def test_pipeline_killed_mid_stage_resumes_and_finishes(teacher_model, tmp_path):
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model), tmp_path / "run"
+    argv = [*MINITRON, *pipeline_args(conf, run)]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
+    latest = run / "students" / "width" / "distilled" / "checkpoints" / "latest"
+    deadline = time.time() + 600
+    while not latest.exists():  # kill once the distillation of the width student has saved a checkpoint
+        assert first.poll() is None, f"pipeline ended before the kill:\n{first.stdout.read().decode()[-4000:]}"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    children = psutil.Process(first.pid).children(recursive=True)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    psutil.wait_procs(children, timeout=30)  # the stage dies with the pipeline (parent-death signal)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    stages = manifest(run)
+    assert stages["distill_width"]["status"] == "running", stages["distill_width"]
+    assert all(stages[name]["status"] == "done" for name in ("data", "teacher_correction", "importance", "prune_width"))
+    assert "distill_depth" not in stages
+
+    second = run_cli(*pipeline_args(conf, run), timeout=900)
+    assert second.returncode == 0, second.stderr[-4000:]
+    stages = manifest(run)
+    assert {record["status"] for record in stages.values()} == {"done"}
+    assert stages["distill_width"]["attempts"] == 2 and stages["prune_width"]["attempts"] == 1
+    resumed = stages["distill_width"]["result"]
+    assert resumed["resumed_from"] is not None and resumed["steps"] == 40 and resumed["steps_this_run"] < 40
+    assert "importance: done earlier" in second.stderr and "[1/" in second.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    rows = {row["name"]: row for row in summary["models"]}
+    assert set(rows) == {"teacher", "teacher, corrected", "width, pruned", "width, distilled", "width, from scratch",
+                         "depth, pruned", "depth, distilled"}  # fmt: skip
+    assert all(row["heldout_loss"] is not None for row in rows.values())
+    assert rows["teacher, corrected"]["kl"] in (None, 0.0) and rows["width, distilled"]["kl"] > 0
+    assert rows["width, pruned"]["non_embedding_params"] < rows["teacher"]["non_embedding_params"]
+    assert rows["width, distilled"]["train_tokens"] == rows["width, from scratch"]["train_tokens"] == 40 * 2 * 32
+    report = (run / "report.md").read_text()
+    assert "width, distilled" in report and (run / "loss_curves.png").stat().st_size > 0
+    assert (run / "students" / "width" / "hf" / "config.json").is_file()  # exported for transformers
+    assert last_json(second.stdout)["report"] == str(run / "report.md")
+
+    # everything done: a third run skips every stage and changes nothing
+    before = (run / "pipeline.json").read_text()
+    third = run_cli(*pipeline_args(conf, run), timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stderr.count("done earlier") == len(manifest(run))
+    assert json.loads(before)["stages"] == json.loads((run / "pipeline.json").read_text())["stages"]
+
+    # the recipe changed under a finished run: refused, naming the stage and the setting, nothing rerun
+    changed = run_cli(*pipeline_args(conf, run, "recipe.budget.steps=50"), timeout=300)
+    assert changed.returncode == 2
+    assert "stage distill_width" in changed.stderr and "train.steps=50" in changed.stderr
+    assert json.loads(before)["stages"] == json.loads((run / "pipeline.json").read_text())["stages"]
+
+
+def test_dry_run_lists_the_stages_in_order_and_runs_nothing(teacher_model, tmp_path):
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model), tmp_path / "run"
+    result = run_cli(*pipeline_args(conf, run, "dry_run=true"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = [stage["name"] for stage in last_json(result.stdout)["stages"]]
+    assert names == ["data", "teacher_correction", "teacher_export", "importance", "prune_width", "prune_depth",
+                     "distill_width", "distill_depth", "scratch_width", "eval_teacher", "eval_teacher_corrected",
+                     "eval_width_pruned", "eval_width_distilled", "eval_width_from_scratch", "eval_depth_pruned",
+                     "eval_depth_distilled", "export_width", "export_depth", "report"]  # fmt: skip
+    assert "importance.window_sizes=[2]" in result.stderr  # the depth student's window, estimated once
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"students": {}}, "recipe.students is empty"),
+        ({"distill_args": ["train.steps=7"]}, "recipe.distill_args: 'train.steps=7' sets the token budget"),
+        ({"students": {"w": {"prune": {"hidden": 3}}}}, "recipe.students.w.prune: unknown ['hidden']"),
+        ({"teacher": "/nonexistent/teacher"}, "recipe.teacher=/nonexistent/teacher: no such directory"),
+    ],
+)
+def test_bad_recipes_are_refused_before_anything_runs(teacher_model, tmp_path, changes, message):
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model, **changes), tmp_path / "run"
+    result = run_cli(*pipeline_args(conf, run))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and result.stderr.count("error:") == 1
+    assert not run.exists()
+
+
+def test_a_second_pipeline_on_the_same_run_is_refused(teacher_model, tmp_path):
+    import fcntl
+
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model), tmp_path / "run"
+    run.mkdir()
+    with open(run / ".pipeline.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("4242")
+        lock.flush()
+        result = run_cli(*pipeline_args(conf, run))
+    assert result.returncode == 2 and "another `minitron pipeline` is running" in result.stderr and "4242" in result.stderr
+    assert not (run / "pipeline.json").exists()
+
+
+def test_shipped_recipes_compose_and_plan():
+    from hydra import compose, initialize_config_dir
+
+    from minitron.config import schema
+    from minitron.pipeline.stages import plan_stages
+
+    schema.register()
+    recipes = sorted(p.stem for p in (Path(schema.CONF_DIR) / "recipe").glob("*.yaml"))
+    assert "demo_smollm2" in recipes
+    with initialize_config_dir(config_dir=schema.CONF_DIR, version_base=None):
+        for name in recipes:
+            cfg = schema.to_object(compose("pipeline", overrides=[f"recipe={name}"]))
+            cfg.recipe.validate()
+            plan = plan_stages(cfg, teacher_exists=False)
+            distill = [s for s in plan.stages if s.command == "distill"]
+            assert distill and plan.stages[-1].name == "report"
+            for stage in plan.stages:  # the same token budget for every distillation and baseline
+                if stage.name.startswith(("distill_", "scratch_")):
+                    assert set(cfg.recipe.budget.args()) <= set(stage.args)
+        demo = schema.to_object(compose("pipeline")).recipe  # the default recipe is the demo
+    assert demo.name == "demo_smollm2" and demo.budget.tokens == 20 * 8 * 512
+    assert demo.students["width"].from_scratch and os.path.basename(demo.teacher) == "smollm2-135m"
+    assert sys.executable  # the stages run with this interpreter (stage_command)
