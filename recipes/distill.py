@@ -10,7 +10,8 @@ Teacher and student (HF directories or minitron Megatron checkpoints) must share
 are built in the same TP/PP layout and dtype (student.dtype). PREFIX is a dataset from `minitron data
 prepare` made with that tokenizer. The default loss is the paper's: KL(teacher || student) on the
 logits at temperature 1, no cross-entropy. Running the same command again resumes from the newest
-valid checkpoint in RUN/checkpoints (the student's training state; the teacher is reloaded). RUN also
+valid checkpoint in RUN/checkpoints (the student's training state; the teacher is reloaded, and must
+be the one the run started with: RUN/teacher.json). RUN also
 holds config.yaml, versions.json, metrics.jsonl (loss = total, kd = logit loss, and hidden / lm when
 on) and, at the end, final/ (the student). The last stdout line is one JSON object with the result.
 """
@@ -39,6 +40,8 @@ def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     student, teacher = checks.open_models(cfg)
     checks.check_distill_inputs(cfg, student, teacher, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
+    checks.check_same_teacher(cfg.output, teacher)
+    checks.check_same_hidden_pairs(cfg)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
         dtype = cfg.student.torch_dtype(student.dtype, for_compute=True)
@@ -47,6 +50,7 @@ def main(cfg) -> None:
                     f"{cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
                     f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
         run_dir = rundir.prepare(cfg.output, resolved)
+        checks.record_teacher(run_dir, teacher)
         data = build_train_data(cfg, student, run_dir)
         distill = load_distillation(student, teacher, ctx.tp, ctx.pp, dtype, cfg.distill, cfg.train.seed)
         parts = build_training_parts(distill.student, cfg.train)

@@ -57,3 +57,19 @@ def save_char_tokenizer(out_dir: Path) -> None:
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=chr(10)).save_pretrained(out_dir)
+
+
+def make_peaked_teacher(out_dir: Path, num_layers: int = 4, seed: int = 1) -> Path:
+    """A SmolLM2-like teacher (hidden 96, tied embeddings, the 256-character tokenizer) with confident predictions.
+
+    A random model predicts nearly uniformly; the embeddings are scaled x3 so that its next-token
+    distributions are peaked and far from a random student's (KL clearly above zero)."""
+    from transformers import AutoModelForCausalLM
+
+    make_tiny_model("smollm2", out_dir, num_layers=num_layers, seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(3.0)
+    model.save_pretrained(out_dir)
+    save_char_tokenizer(out_dir)
+    return Path(out_dir)

@@ -98,3 +98,69 @@ def check_distill_inputs(cfg: DistillCommand, student: ModelSource, teacher: Mod
                     "computed; pair later layers or use a smaller parallel.pp"
                 )
     check_train_inputs(cfg, student, world_size)
+
+
+TEACHER_RECORD = "teacher.json"
+
+
+def teacher_identity(teacher: ModelSource) -> str:
+    """The teacher's config and its weight files' names and sizes (not times: a copied teacher is the same)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(teacher.hf_config, sort_keys=True).encode())
+    root = teacher.path if teacher.kind == "hf" else teacher.path / "dist"
+    for file in sorted(root.rglob("*")):
+        if file.is_file() and (teacher.kind != "hf" or file.suffix in (".safetensors", ".bin", ".gguf")):
+            digest.update(f"{file.relative_to(root)}:{file.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def check_same_teacher(output, teacher: ModelSource) -> None:
+    """Refuse to resume a distillation run with another teacher than the one it started with."""
+    import json
+
+    record = Path(output) / TEACHER_RECORD
+    if not record.is_file():
+        return
+    try:
+        started = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return  # a record cut short by a kill: the next start rewrites it
+    if started.get("identity") != teacher_identity(teacher):
+        raise MinitronError(
+            f"output={output} is a distillation from teacher {started.get('path')}, not teacher.path={teacher.path} "
+            "(its config or weights differ); resume with the same teacher or choose a new output directory"
+        )
+
+
+def record_teacher(run_dir: Path, teacher: ModelSource) -> None:
+    """Write RUN/teacher.json (rank 0): which teacher this run distills from."""
+    import json
+    import os
+
+    from minitron.runtime import is_main_process
+
+    if is_main_process():
+        tmp = run_dir / f".{TEACHER_RECORD}.tmp"
+        tmp.write_text(json.dumps({"path": str(teacher.path), "identity": teacher_identity(teacher)}) + "\n")
+        os.replace(tmp, run_dir / TEACHER_RECORD)
+
+
+def check_same_hidden_pairs(cfg: DistillCommand) -> None:
+    """Refuse to resume a run whose checkpoints hold projections for other ``distill.hidden_pairs``."""
+    import yaml
+
+    config = Path(cfg.output) / "config.yaml"
+    if not config.is_file() or not (Path(cfg.output) / "checkpoints").is_dir():
+        return
+    try:
+        started = (yaml.safe_load(config.read_text()) or {}).get("distill", {}).get("hidden_pairs", [])
+    except yaml.YAMLError:
+        return
+    if [list(p) for p in started] != [list(p) for p in cfg.distill.hidden_pairs]:
+        raise MinitronError(
+            f"output={cfg.output} was started with distill.hidden_pairs={started}; its checkpoints hold that many "
+            f"projections, so it cannot resume with distill.hidden_pairs={[list(p) for p in cfg.distill.hidden_pairs]}; "
+            "resume with the same pairs or choose a new output directory"
+        )

@@ -10,23 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_models import make_tiny_model, save_char_tokenizer
+from tiny_models import make_peaked_teacher, make_tiny_model, save_char_tokenizer
 
 
 def make_teacher(out_dir: Path) -> Path:
-    """4-layer SmolLM2-like model (hidden 96, tied embeddings, vocab 256) with confident predictions.
-
-    A random model predicts nearly uniformly; its embeddings are scaled x3 so that its next-token
-    distributions are peaked and differ clearly from a random student's."""
-    from transformers import AutoModelForCausalLM
-
-    make_tiny_model("smollm2", out_dir, num_layers=4, seed=1)
-    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(3.0)
-    model.save_pretrained(out_dir)
-    save_char_tokenizer(out_dir)
-    return out_dir
+    """4-layer SmolLM2-like model (hidden 96, tied embeddings, vocab 256) with confident predictions."""
+    return make_peaked_teacher(out_dir, num_layers=4, seed=1)
 
 
 def make_student(out_dir: Path, family: str = "llama31", num_layers: int = 2, seed: int = 2) -> Path:

@@ -162,6 +162,21 @@ def test_distill_command_and_hf_export(student_model, teacher_model, tmp_path):
     assert summary["steps"] == 3 and summary["valid_loss"] > 0 and "distill" in result.stderr
     assert "hidden" in records(run)[0] and records(run, "valid")[0]["step"] == 3
     assert "teacher:" in (run / "config.yaml").read_text()
+    assert json.loads((run / "teacher.json").read_text())["path"] == str(teacher_model)
+
+    # resuming the run with another teacher is refused before anything is touched
+    before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
+    other = run_cli("distill", f"teacher.path={student_model}", f"student.path={student_model}", f"data.path={prefix}",
+                    f"output={run}", "train.steps=4", "train.global_batch_size=2", "train.seq_length=32", "train.warmup_steps=1")  # fmt: skip
+    assert other.returncode == 2 and other.stderr.count("error:") == 1
+    assert f"is a distillation from teacher {teacher_model}, not teacher.path={student_model}" in other.stderr
+    assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+    # ... and so is resuming with other hidden-state pairs (the checkpoints hold their projections)
+    pairs = run_cli("distill", f"teacher.path={teacher_model}", f"student.path={student_model}", f"data.path={prefix}",
+                    f"output={run}", "train.steps=4", "train.global_batch_size=2", "train.seq_length=32", "train.warmup_steps=1")  # fmt: skip
+    assert pairs.returncode == 2 and pairs.stderr.count("error:") == 1
+    assert "started with distill.hidden_pairs=[[-1, -1]]" in pairs.stderr and "distill.hidden_pairs=[]" in pairs.stderr
+    assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
 
     exported = run_cli("convert", f"model.path={run / 'final'}", f"output={hf}")
     assert exported.returncode == 0, exported.stderr[-3000:]

@@ -6,24 +6,15 @@ import torch
 from conftest import REPO, last_json, run_cli, run_torchrun
 from minitron.errors import MinitronError
 from minitron.eval import heldout
-from tiny_models import make_tiny_model, save_char_tokenizer
+from tiny_models import make_peaked_teacher
 
 SEQ_LENGTH, MAX_WINDOWS = 64, 6  # micro-batches of 4 windows: one full, one partial
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    """SmolLM2-like teacher (vocab 256, same character tokenizer) with embeddings x3: peaked predictions, so
-    that its KL to a random model is far from zero."""
-    from transformers import AutoModelForCausalLM
-
-    out_dir = make_tiny_model("smollm2", tmp_path_factory.mktemp("kl_teacher") / "hf", seed=1)
-    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(3.0)
-    model.save_pretrained(out_dir)
-    save_char_tokenizer(out_dir)
-    return out_dir
+    """SmolLM2-like teacher with peaked predictions (same character tokenizer): its KL to a random model is far from 0."""
+    return make_peaked_teacher(tmp_path_factory.mktemp("kl_teacher") / "hf")
 
 
 def eval_args(model, text_file, *extra):
