@@ -20,13 +20,24 @@ from minitron.errors import MinitronError
 
 # keys of the shared budget; a stage's own args must not set them (the budget would differ per student)
 BUDGET_KEYS = ("train.steps", "train.global_batch_size", "train.seq_length")
-PRUNE_TARGETS = ("hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "num_layers",
-                 "drop_layers", "depth_metric", "ranking", "seed")  # fmt: skip
+PRUNE_TARGETS = (
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "num_layers",
+    "drop_layers",
+    "depth_metric",
+    "ranking",
+    "seed",
+)
 
 
 @dataclass
 class RecipeData:
-    train: str = MISSING  # distillation corpus: .txt/.jsonl/.parquet file or directory (tokenized once), or a prepared PREFIX
+    train: str = (
+        MISSING  # distillation corpus: .txt/.jsonl/.parquet file or directory (tokenized once), or a prepared PREFIX
+    )
     calib: str = MISSING  # calibration text for importance estimation (.txt or .jsonl)
     heldout: str = MISSING  # held-out text for the evaluation table (.txt or .jsonl)
 
@@ -34,7 +45,9 @@ class RecipeData:
 @dataclass
 class TeacherCorrection:
     enabled: bool = False  # fine-tune the teacher on data.train before pruning (the paper: ~100B tokens for 8B)
-    args: List[str] = field(default_factory=list)  # `minitron train` overrides, e.g. [train=teacher_correction, train.steps=1000]
+    args: List[str] = field(
+        default_factory=list
+    )  # `minitron train` overrides, e.g. [train=teacher_correction, train.steps=1000]
 
 
 @dataclass
@@ -54,13 +67,19 @@ class TokenBudget:
         return self.steps * self.global_batch_size * self.seq_length
 
     def args(self) -> list[str]:
-        return [f"train.steps={self.steps}", f"train.global_batch_size={self.global_batch_size}",
-                f"train.micro_batch_size={self.micro_batch_size}", f"train.seq_length={self.seq_length}"]  # fmt: skip
+        return [
+            f"train.steps={self.steps}",
+            f"train.global_batch_size={self.global_batch_size}",
+            f"train.micro_batch_size={self.micro_batch_size}",
+            f"train.seq_length={self.seq_length}",
+        ]
 
 
 @dataclass
 class Student:
-    prune: Dict[str, Any] = field(default_factory=dict)  # `minitron prune` targets (prune.<key>), e.g. {hidden_size: 3072}
+    prune: Dict[str, Any] = field(
+        default_factory=dict
+    )  # `minitron prune` targets (prune.<key>), e.g. {hidden_size: 3072}
     distill: bool = True  # distill the pruned student from the teacher for the token budget
     from_scratch: bool = False  # baseline: train this architecture from random init on the same tokens
 
@@ -76,7 +95,9 @@ class Recipe:
     teacher_correction: TeacherCorrection = field(default_factory=TeacherCorrection)
     importance_args: List[str] = field(default_factory=list)  # `minitron importance` overrides (calib.*, importance.*)
     students: Dict[str, Student] = field(default_factory=dict)  # name -> pruning targets; one run directory each
-    budget: TokenBudget = field(default_factory=TokenBudget)  # training tokens of every distilled / from-scratch student
+    budget: TokenBudget = field(
+        default_factory=TokenBudget
+    )  # training tokens of every distilled / from-scratch student
     distill_args: List[str] = field(default_factory=list)  # `minitron distill` overrides (train.lr, distill.*, ...)
     scratch_args: List[str] = field(default_factory=list)  # `minitron train` overrides of the from-scratch baselines
     eval_args: List[str] = field(default_factory=list)  # `minitron eval` overrides (eval.max_windows, eval.seq_length)
@@ -85,15 +106,21 @@ class Recipe:
     def validate(self) -> None:
         """Checks of a complete recipe (the schema's defaults are not one): run before any stage."""
         if not self.students:
-            raise MinitronError(f"recipe {self.name}: recipe.students is empty; give at least one student's prune targets")
+            raise MinitronError(
+                f"recipe {self.name}: recipe.students is empty; give at least one student's prune targets"
+            )
         for name, student in self.students.items():
             if not name.isidentifier():
-                raise MinitronError(f"recipe.students.{name}: a student's name must be a plain identifier (letters, digits, _)")
+                raise MinitronError(
+                    f"recipe.students.{name}: a student's name must be a plain identifier (letters, digits, _)"
+                )
             if not student.prune:
                 raise MinitronError(f"recipe.students.{name}.prune is empty: give targets, e.g. {{num_layers: 16}}")
             unknown = sorted(set(student.prune) - set(PRUNE_TARGETS))
             if unknown:
-                raise MinitronError(f"recipe.students.{name}.prune: unknown {unknown}; use any of {', '.join(PRUNE_TARGETS)}")
+                raise MinitronError(
+                    f"recipe.students.{name}.prune: unknown {unknown}; use any of {', '.join(PRUNE_TARGETS)}"
+                )
         for section in ("distill_args", "scratch_args"):
             for arg in getattr(self, section):
                 if arg.split("=", 1)[0].lstrip("+~") in BUDGET_KEYS:

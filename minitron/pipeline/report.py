@@ -132,13 +132,17 @@ def run_checks(models: list[dict], reference_loss: Optional[float]) -> list[dict
             if None in losses:
                 checks.append({"name": name, "passed": None, "detail": "a held-out loss is missing"})
             elif None in tokens or tokens[0] != tokens[1]:
-                detail = (f"not compared: unequal training tokens (distilled {_tokens(tokens[0])}, "
-                          f"from scratch {_tokens(tokens[1])})")
+                detail = (
+                    f"not compared: unequal training tokens (distilled {_tokens(tokens[0])}, "
+                    f"from scratch {_tokens(tokens[1])})"
+                )
                 checks.append({"name": name, "passed": None, "detail": detail})
             else:
                 passed = losses[0] < losses[1]
-                detail = (f"distilled {_loss(losses[0])} {'<' if passed else '>='} from scratch "
-                          f"{_loss(losses[1])} at {_tokens(tokens[0])} training tokens each")
+                detail = (
+                    f"distilled {_loss(losses[0])} {'<' if passed else '>='} from scratch "
+                    f"{_loss(losses[1])} at {_tokens(tokens[0])} training tokens each"
+                )
                 checks.append({"name": name, "passed": passed, "detail": detail})
         if distilled and pruned:
             name = f"{student}: distilled is closer to the teacher than pruned only"
@@ -227,8 +231,11 @@ def plot_curves(summary: dict, path: Path) -> Path:
             axes.axvline(summary["token_budget"], color="gray", linestyle=":", linewidth=0.8,
                          label="token budget per student")  # fmt: skip
         if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=8, title_fontsize=8,
-                        title="lines: training, dots: validation, dashed: held-out" if axes is lm_axes else None)
+            axes.legend(
+                fontsize=8,
+                title_fontsize=8,
+                title="lines: training, dots: validation, dashed: held-out" if axes is lm_axes else None,
+            )
         axes.set_xlabel("training tokens")
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _count(value)))
         axes.grid(alpha=0.3)

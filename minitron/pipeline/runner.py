@@ -136,11 +136,14 @@ def run_child(argv: list[str], log_path: Path) -> tuple[int, Optional[dict]]:
     with open(log_path, "ab") as log:
         log.write(f"\n$ {shlex.join(argv)}   # {_now()}\n".encode())
         log.flush()
-        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                 preexec_fn=_die_with_parent)  # fmt: skip
+        child = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent
+        )
         console = sys.stderr.buffer
-        pumps = [threading.Thread(target=_pump, args=(child.stdout, [log], out), daemon=True),
-                 threading.Thread(target=_pump, args=(child.stderr, [console, log]), daemon=True)]  # fmt: skip
+        pumps = [
+            threading.Thread(target=_pump, args=(child.stdout, [log], out), daemon=True),
+            threading.Thread(target=_pump, args=(child.stderr, [console, log]), daemon=True),
+        ]
         for pump in pumps:
             pump.start()
         try:
@@ -183,8 +186,16 @@ def run_stage(stage: Stage, cfg: PipelineCommand, manifest: Manifest, run_dir: P
     attempts = record.get("attempts", 0) + 1
     resumed = " (resuming)" if record.get("status") in ("running", "failed") else ""
     runtime.log(f"\n== {stage.name}: {stage.about}{resumed}")
-    manifest.update(stage.name, status="running", command=stage.command, args=stage.args, output=stage.output,
-                    attempts=attempts, started=_now(), finished=None)  # fmt: skip
+    manifest.update(
+        stage.name,
+        status="running",
+        command=stage.command,
+        args=stage.args,
+        output=stage.output,
+        attempts=attempts,
+        started=_now(),
+        finished=None,
+    )
     start = time.perf_counter()
     if stage.command == "report":
         from minitron.pipeline.summary import build_report
@@ -215,7 +226,9 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
     recipe.validate()
     teacher_ready = Path(recipe.teacher).exists()
     if not teacher_ready and not recipe.assets:
-        raise MinitronError(f"recipe.teacher={recipe.teacher}: no such directory; point it at an HF directory or a checkpoint")
+        raise MinitronError(
+            f"recipe.teacher={recipe.teacher}: no such directory; point it at an HF directory or a checkpoint"
+        )
     if cfg.dry_run:
         return dry_run(cfg, run_dir, teacher_ready)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -235,8 +248,10 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
             runtime.log(f"[{index}/{total}] {stage.name}")
             run_stage(stage, cfg, manifest, run_dir, plan)
         report = manifest.record("report").get("result") or {}
-        runtime.log(f"\npipeline {recipe.name} done in {time.perf_counter() - started:.0f} s (this run); report: "
-                    f"{report.get('report')}")  # fmt: skip
+        runtime.log(
+            f"\npipeline {recipe.name} done in {time.perf_counter() - started:.0f} s (this run); report: "
+            f"{report.get('report')}"
+        )
         return {"output": str(run_dir), "recipe": recipe.name, "manifest": str(manifest.path), **report}
 
 
@@ -249,7 +264,15 @@ def dry_run(cfg: PipelineCommand, run_dir: Path, teacher_ready: bool) -> dict:
     for index, stage in enumerate(plan.stages, 1):
         state = done.get(stage.name) or "to do"
         launcher = f"{cfg.launcher} " if stage.parallel and cfg.launcher.strip() else ""
-        command = "(in-process)" if stage.command == "report" else f"{launcher}minitron {shlex.join([stage.command, *stage.args])}"
+        command = (
+            "(in-process)"
+            if stage.command == "report"
+            else f"{launcher}minitron {shlex.join([stage.command, *stage.args])}"
+        )
         print(f"[{index}/{len(plan.stages)}] {stage.name:<28} {state:<8} {command}", file=sys.stderr)
-    return {"output": str(run_dir), "recipe": cfg.recipe.name, "dry_run": True,
-            "stages": [{"name": s.name, "status": done.get(s.name) or "to do"} for s in plan.stages]}  # fmt: skip
+    return {
+        "output": str(run_dir),
+        "recipe": cfg.recipe.name,
+        "dry_run": True,
+        "stages": [{"name": s.name, "status": done.get(s.name) or "to do"} for s in plan.stages],
+    }

@@ -74,7 +74,9 @@ def _depth_args(recipe: Recipe, teacher: str) -> list[str]:
     """Importance args asking for exactly the depth metrics and windows the students need."""
     from minitron.prune.plan import PruneTargets, needed_depth_metrics
 
-    if _has(recipe.importance_args, "importance.depth_metrics") and _has(recipe.importance_args, "importance.window_sizes"):
+    if _has(recipe.importance_args, "importance.depth_metrics") and _has(
+        recipe.importance_args, "importance.window_sizes"
+    ):
         return []
     arch = _teacher_arch(teacher)
     metrics, windows = {"bi"}, set()
@@ -108,91 +110,216 @@ def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> Plan:
     train_prefix = recipe.data.train
     if not Path(f"{train_prefix}.bin").is_file():
         train_prefix = str(run / "data" / "train")
-        stages.append(Stage("data", "data", ["prepare", f"data.path={recipe.data.train}", f"model.path={recipe.teacher}",
-                                             f"output={train_prefix}"],  # fmt: skip
-                            output=train_prefix, about="tokenize the training corpus with the teacher's tokenizer"))
+        stages.append(
+            Stage(
+                "data",
+                "data",
+                [
+                    "prepare",
+                    f"data.path={recipe.data.train}",
+                    f"model.path={recipe.teacher}",
+                    f"output={train_prefix}",
+                ],
+                output=train_prefix,
+                about="tokenize the training corpus with the teacher's tokenizer",
+            )
+        )
 
     eval_args = [f"data.path={recipe.data.heldout}", *parallel, *recipe.eval_args]
     teacher = recipe.teacher
     rows.append(dict(name="teacher", role="teacher", student=None, path=teacher, train_tokens=None))
     if recipe.teacher_correction.enabled:
         corrected = run / "teacher_corrected"
-        stages.append(Stage("teacher_correction", "train",
-                            [f"model.path={teacher}", f"data.path={train_prefix}", f"output={corrected}", *parallel,
-                             *recipe.teacher_correction.args],
-                            output=str(corrected), about="fine-tune the teacher on the distillation data",
-                            curve=dict(label="teacher correction", role="teacher_corrected", student=None,
-                                       metrics=str(corrected / "metrics.jsonl"))))  # fmt: skip
+        stages.append(
+            Stage(
+                "teacher_correction",
+                "train",
+                [
+                    f"model.path={teacher}",
+                    f"data.path={train_prefix}",
+                    f"output={corrected}",
+                    *parallel,
+                    *recipe.teacher_correction.args,
+                ],
+                output=str(corrected),
+                about="fine-tune the teacher on the distillation data",
+                curve=dict(
+                    label="teacher correction",
+                    role="teacher_corrected",
+                    student=None,
+                    metrics=str(corrected / "metrics.jsonl"),
+                ),
+            )
+        )
         teacher = str(corrected / "hf")
-        stages.append(Stage("teacher_export", "convert", [f"model.path={corrected / 'final'}", f"output={teacher}"],
-                            output=teacher, about="the corrected teacher as a Hugging Face directory (pruning reads HF)"))
-        rows.append(dict(name="teacher, corrected", role="teacher_corrected", student=None, path=teacher,
-                         train_tokens=None))  # fmt: skip
+        stages.append(
+            Stage(
+                "teacher_export",
+                "convert",
+                [f"model.path={corrected / 'final'}", f"output={teacher}"],
+                output=teacher,
+                about="the corrected teacher as a Hugging Face directory (pruning reads HF)",
+            )
+        )
+        rows.append(
+            dict(name="teacher, corrected", role="teacher_corrected", student=None, path=teacher, train_tokens=None)
+        )
     elif teacher_exists:
         from minitron.models.checkpoint import is_megatron_checkpoint
 
         if is_megatron_checkpoint(Path(teacher)):
             hf = str(run / "teacher_hf")
-            stages.append(Stage("teacher_export", "convert", [f"model.path={teacher}", f"output={hf}"], output=hf,
-                                about="the teacher as a Hugging Face directory (pruning reads HF)"))  # fmt: skip
+            stages.append(
+                Stage(
+                    "teacher_export",
+                    "convert",
+                    [f"model.path={teacher}", f"output={hf}"],
+                    output=hf,
+                    about="the teacher as a Hugging Face directory (pruning reads HF)",
+                )
+            )
             teacher = hf
 
     importance = str(run / "importance")
     depth = _depth_args(recipe, recipe.teacher) if teacher_exists else []
-    stages.append(Stage("importance", "importance",
-                        [f"model.path={teacher}", f"data.path={recipe.data.calib}", f"output={importance}", *parallel,
-                         *recipe.importance_args, *depth],
-                        output=importance, about="importance of channels, neurons, heads and layers on calibration data"))  # fmt: skip
+    stages.append(
+        Stage(
+            "importance",
+            "importance",
+            [
+                f"model.path={teacher}",
+                f"data.path={recipe.data.calib}",
+                f"output={importance}",
+                *parallel,
+                *recipe.importance_args,
+                *depth,
+            ],
+            output=importance,
+            about="importance of channels, neurons, heads and layers on calibration data",
+        )
+    )
 
     students = {name: run / "students" / name for name in recipe.students}
     for name, student in recipe.students.items():
         targets = [f"prune.{key}={_value(value)}" for key, value in student.prune.items()]
-        stages.append(Stage(f"prune_{name}", "prune",
-                            [f"model.path={teacher}", f"data.path={recipe.data.calib}", f"output={students[name] / 'pruned'}",
-                             f"prune.scores={importance}", *parallel, *recipe.importance_args, *targets],
-                            output=str(students[name] / "pruned"), about=f"prune the {name} student from the saved scores"))  # fmt: skip
-        rows.append(dict(name=f"{name}, pruned", role="pruned", student=name, path=str(students[name] / "pruned"),
-                         train_tokens=0))  # fmt: skip
+        stages.append(
+            Stage(
+                f"prune_{name}",
+                "prune",
+                [
+                    f"model.path={teacher}",
+                    f"data.path={recipe.data.calib}",
+                    f"output={students[name] / 'pruned'}",
+                    f"prune.scores={importance}",
+                    *parallel,
+                    *recipe.importance_args,
+                    *targets,
+                ],
+                output=str(students[name] / "pruned"),
+                about=f"prune the {name} student from the saved scores",
+            )
+        )
+        rows.append(
+            dict(
+                name=f"{name}, pruned", role="pruned", student=name, path=str(students[name] / "pruned"), train_tokens=0
+            )
+        )
     budget = recipe.budget.args()
     for name, student in recipe.students.items():
         if not student.distill:
             continue
         out = students[name] / "distilled"
-        stages.append(Stage(f"distill_{name}", "distill",
-                            [f"teacher.path={teacher}", f"student.path={students[name] / 'pruned'}",
-                             f"data.path={train_prefix}", f"output={out}", *parallel, *budget, *recipe.distill_args],
-                            output=str(out), about=f"distill the {name} student for {recipe.budget.tokens:,} tokens",
-                            curve=dict(label=f"{name}, distilled", role="distilled", student=name,
-                                       metrics=str(out / "metrics.jsonl"))))  # fmt: skip
-        rows.append(dict(name=f"{name}, distilled", role="distilled", student=name, path=str(out / "final"),
-                         train_tokens=recipe.budget.tokens))  # fmt: skip
+        stages.append(
+            Stage(
+                f"distill_{name}",
+                "distill",
+                [
+                    f"teacher.path={teacher}",
+                    f"student.path={students[name] / 'pruned'}",
+                    f"data.path={train_prefix}",
+                    f"output={out}",
+                    *parallel,
+                    *budget,
+                    *recipe.distill_args,
+                ],
+                output=str(out),
+                about=f"distill the {name} student for {recipe.budget.tokens:,} tokens",
+                curve=dict(
+                    label=f"{name}, distilled", role="distilled", student=name, metrics=str(out / "metrics.jsonl")
+                ),
+            )
+        )
+        rows.append(
+            dict(
+                name=f"{name}, distilled",
+                role="distilled",
+                student=name,
+                path=str(out / "final"),
+                train_tokens=recipe.budget.tokens,
+            )
+        )
     for name, student in recipe.students.items():
         if not student.from_scratch:
             continue
         out = students[name] / "scratch"
-        stages.append(Stage(f"scratch_{name}", "train",
-                            [f"model.path={students[name] / 'pruned'}", "model.init=random", f"data.path={train_prefix}",
-                             f"output={out}", *parallel, *budget, *recipe.scratch_args],
-                            output=str(out), about=f"baseline: the {name} architecture from random init, same tokens",
-                            curve=dict(label=f"{name}, from scratch", role="scratch", student=name,
-                                       metrics=str(out / "metrics.jsonl"))))  # fmt: skip
-        rows.append(dict(name=f"{name}, from scratch", role="scratch", student=name, path=str(out / "final"),
-                         train_tokens=recipe.budget.tokens))  # fmt: skip
+        stages.append(
+            Stage(
+                f"scratch_{name}",
+                "train",
+                [
+                    f"model.path={students[name] / 'pruned'}",
+                    "model.init=random",
+                    f"data.path={train_prefix}",
+                    f"output={out}",
+                    *parallel,
+                    *budget,
+                    *recipe.scratch_args,
+                ],
+                output=str(out),
+                about=f"baseline: the {name} architecture from random init, same tokens",
+                curve=dict(
+                    label=f"{name}, from scratch", role="scratch", student=name, metrics=str(out / "metrics.jsonl")
+                ),
+            )
+        )
+        rows.append(
+            dict(
+                name=f"{name}, from scratch",
+                role="scratch",
+                student=name,
+                path=str(out / "final"),
+                train_tokens=recipe.budget.tokens,
+            )
+        )
 
     rows = _ordered(rows, list(recipe.students))
     for row in rows:
         slug = row["name"].replace(", ", "_").replace(" ", "_")
         out = str(run / "eval" / f"{slug}.json")
         kl = [] if row["path"] == teacher else [f"eval.teacher={teacher}"]  # a model's KL to itself is 0
-        stages.append(Stage(f"eval_{slug}", "eval", [f"model.path={row['path']}", *kl, *eval_args],
-                            output=out, about=f"held-out loss and KL to the teacher: {row['name']}", model=row))  # fmt: skip
+        stages.append(
+            Stage(
+                f"eval_{slug}",
+                "eval",
+                [f"model.path={row['path']}", *kl, *eval_args],
+                output=out,
+                about=f"held-out loss and KL to the teacher: {row['name']}",
+                model=row,
+            )
+        )
     if recipe.export:
         for name, student in recipe.students.items():
             if student.distill:
                 hf = str(students[name] / "hf")
-                stages.append(Stage(f"export_{name}", "convert",
-                                    [f"model.path={students[name] / 'distilled' / 'final'}", f"output={hf}"],
-                                    output=hf, about=f"the distilled {name} student as a Hugging Face directory"))  # fmt: skip
+                stages.append(
+                    Stage(
+                        f"export_{name}",
+                        "convert",
+                        [f"model.path={students[name] / 'distilled' / 'final'}", f"output={hf}"],
+                        output=hf,
+                        about=f"the distilled {name} student as a Hugging Face directory",
+                    )
+                )
     stages.append(Stage("report", "report", [], output=str(run / "report.md"), about="report.md and loss_curves.png"))
     names = [stage.name for stage in stages]
     if len(set(names)) != len(names):
@@ -204,5 +331,7 @@ def _ordered(rows: list[dict], students: list[str]) -> list[dict]:
     """Teachers first, then each student's pruned, distilled and from-scratch rows together."""
     rank = {"teacher": 0, "teacher_corrected": 1, "pruned": 0, "distilled": 1, "scratch": 2}
     teachers = [r for r in rows if r["student"] is None]
-    per_student = [r for s in students for r in sorted((r for r in rows if r["student"] == s), key=lambda r: rank[r["role"]])]
+    per_student = [
+        r for s in students for r in sorted((r for r in rows if r["student"] == s), key=lambda r: rank[r["role"]])
+    ]
     return sorted(teachers, key=lambda r: rank[r["role"]]) + per_student

@@ -42,12 +42,21 @@ def build_summary(cfg: PipelineCommand, plan: Plan, manifest: dict) -> dict:
             continue
         result = records.get(stage.name, {}).get("result") or {}
         params, non_embedding = _params(stage.model["path"])
-        models.append(dict(stage.model, params=params, non_embedding_params=non_embedding,
-                           heldout_loss=result.get("loss"), kl=result.get("kl")))  # fmt: skip
+        models.append(
+            dict(
+                stage.model,
+                params=params,
+                non_embedding_params=non_embedding,
+                heldout_loss=result.get("loss"),
+                kl=result.get("kl"),
+            )
+        )
         if stage.model["role"] == "teacher_corrected":
             models[-1]["train_tokens"] = _trained_tokens(Path(plan.teacher).parent)
-    eval_tokens = next((r.get("result", {}).get("tokens") for n, r in records.items() if n.startswith("eval_")
-                        and r.get("result")), None)  # fmt: skip
+    eval_tokens = next(
+        (r.get("result", {}).get("tokens") for n, r in records.items() if n.startswith("eval_") and r.get("result")),
+        None,
+    )
     reference = "teacher, corrected" if recipe.teacher_correction.enabled else "teacher"
     return {
         "recipe": recipe.name,
@@ -60,9 +69,16 @@ def build_summary(cfg: PipelineCommand, plan: Plan, manifest: dict) -> dict:
         "models": models,
         "reference_teacher": reference,
         "curves": [stage.curve for stage in plan.stages if stage.curve is not None],
-        "stages": [dict(name=s.name, status=records.get(s.name, {}).get("status"),
-                        seconds=records.get(s.name, {}).get("seconds"), output=s.output)
-                   for s in plan.stages if s.command != "report"],  # fmt: skip
+        "stages": [
+            dict(
+                name=s.name,
+                status=records.get(s.name, {}).get("status"),
+                seconds=records.get(s.name, {}).get("seconds"),
+                output=s.output,
+            )
+            for s in plan.stages
+            if s.command != "report"
+        ],
     }
 
 
@@ -70,5 +86,9 @@ def build_report(cfg: PipelineCommand, plan: Plan, manifest: dict, run_dir: Path
     summary = build_summary(cfg, plan, manifest)
     write_json_atomic(run_dir / "summary.json", summary)
     written = write_report(run_dir, summary)
-    return {"report": written["report"], "curves": written["curves"], "summary": str(run_dir / "summary.json"),
-            "checks": written["checks"]}  # fmt: skip
+    return {
+        "report": written["report"],
+        "curves": written["curves"],
+        "summary": str(run_dir / "summary.json"),
+        "checks": written["checks"],
+    }

@@ -44,20 +44,43 @@ def tiny_recipe(root: Path, teacher_dir: Path, steps: int = 40, **changes) -> Pa
         "name": "tiny",
         "description": "tiny teacher, width and depth students",
         "teacher": str(teacher_dir),
-        "data": {"train": str(write_text(data / "train.jsonl", 0, 40, 200)),
-                 "calib": str(write_text(data / "calib.jsonl", 1, 8, 200)),
-                 "heldout": str(write_text(data / "heldout.jsonl", 2, 8, 200))},
-        "teacher_correction": {"enabled": True, "args": ["train.steps=2", "train.global_batch_size=2", "train.micro_batch_size=2",
-                                                         "train.seq_length=32", "train.eval_interval=0", "train.warmup_steps=0"]},
-        "importance_args": ["calib.num_samples=4", "calib.seq_length=32", "calib.micro_batch_size=2",
-                            "importance.plots=false"],
-        "students": {"width": {"prune": {"hidden_size": 48, "ffn_hidden_size": 128}, "from_scratch": True},
-                     "depth": {"prune": {"num_layers": 2}}},
+        "data": {
+            "train": str(write_text(data / "train.jsonl", 0, 40, 200)),
+            "calib": str(write_text(data / "calib.jsonl", 1, 8, 200)),
+            "heldout": str(write_text(data / "heldout.jsonl", 2, 8, 200)),
+        },
+        "teacher_correction": {
+            "enabled": True,
+            "args": [
+                "train.steps=2",
+                "train.global_batch_size=2",
+                "train.micro_batch_size=2",
+                "train.seq_length=32",
+                "train.eval_interval=0",
+                "train.warmup_steps=0",
+            ],
+        },
+        "importance_args": [
+            "calib.num_samples=4",
+            "calib.seq_length=32",
+            "calib.micro_batch_size=2",
+            "importance.plots=false",
+        ],
+        "students": {
+            "width": {"prune": {"hidden_size": 48, "ffn_hidden_size": 128}, "from_scratch": True},
+            "depth": {"prune": {"num_layers": 2}},
+        },
         "budget": {"steps": steps, "global_batch_size": 2, "micro_batch_size": 2, "seq_length": 32},
-        "distill_args": ["train.lr=1e-3", "train.eval_interval=0", "checkpoint.interval=2", "logging.progress=false"],
-        "scratch_args": ["train.lr=1e-3", "train.eval_interval=0", "checkpoint.interval=10"],
+        "distill_args": [
+            "train.lr=1e-3",
+            "train.warmup_steps=0",
+            "train.eval_interval=0",
+            "checkpoint.interval=2",
+            "logging.progress=false",
+        ],
+        "scratch_args": ["train.lr=1e-3", "train.warmup_steps=0", "train.eval_interval=0", "checkpoint.interval=10"],
         "eval_args": ["eval.seq_length=32", "eval.max_windows=4"],
-    }  # fmt: skip
+    }
     recipe.update(changes)
     (root / "recipe").mkdir(exist_ok=True)
     (root / "recipe" / "tiny.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -103,8 +126,15 @@ def test_pipeline_killed_mid_stage_resumes_and_finishes(teacher_model, tmp_path)
     assert "importance: done earlier" in second.stderr and "[1/" in second.stderr
     summary = json.loads((run / "summary.json").read_text())
     rows = {row["name"]: row for row in summary["models"]}
-    assert set(rows) == {"teacher", "teacher, corrected", "width, pruned", "width, distilled", "width, from scratch",
-                         "depth, pruned", "depth, distilled"}  # fmt: skip
+    assert set(rows) == {
+        "teacher",
+        "teacher, corrected",
+        "width, pruned",
+        "width, distilled",
+        "width, from scratch",
+        "depth, pruned",
+        "depth, distilled",
+    }
     assert all(row["heldout_loss"] is not None for row in rows.values())
     assert rows["teacher, corrected"]["kl"] in (None, 0.0) and rows["width, distilled"]["kl"] > 0
     assert rows["width, pruned"]["non_embedding_params"] < rows["teacher"]["non_embedding_params"]
@@ -133,10 +163,27 @@ def test_dry_run_lists_the_stages_in_order_and_runs_nothing(teacher_model, tmp_p
     result = run_cli(*pipeline_args(conf, run, "dry_run=true"))
     assert result.returncode == 0, result.stderr[-3000:]
     names = [stage["name"] for stage in last_json(result.stdout)["stages"]]
-    assert names == ["data", "teacher_correction", "teacher_export", "importance", "prune_width", "prune_depth",
-                     "distill_width", "distill_depth", "scratch_width", "eval_teacher", "eval_teacher_corrected",
-                     "eval_width_pruned", "eval_width_distilled", "eval_width_from_scratch", "eval_depth_pruned",
-                     "eval_depth_distilled", "export_width", "export_depth", "report"]  # fmt: skip
+    assert names == [
+        "data",
+        "teacher_correction",
+        "teacher_export",
+        "importance",
+        "prune_width",
+        "prune_depth",
+        "distill_width",
+        "distill_depth",
+        "scratch_width",
+        "eval_teacher",
+        "eval_teacher_corrected",
+        "eval_width_pruned",
+        "eval_width_distilled",
+        "eval_width_from_scratch",
+        "eval_depth_pruned",
+        "eval_depth_distilled",
+        "export_width",
+        "export_depth",
+        "report",
+    ]
     assert "importance.window_sizes=[2]" in result.stderr  # the depth student's window, estimated once
     assert not run.exists()
 
@@ -168,7 +215,9 @@ def test_a_second_pipeline_on_the_same_run_is_refused(teacher_model, tmp_path):
         lock.write("4242")
         lock.flush()
         result = run_cli(*pipeline_args(conf, run))
-    assert result.returncode == 2 and "another `minitron pipeline` is running" in result.stderr and "4242" in result.stderr
+    assert (
+        result.returncode == 2 and "another `minitron pipeline` is running" in result.stderr and "4242" in result.stderr
+    )
     assert not (run / "pipeline.json").exists()
 
 
@@ -195,3 +244,46 @@ def test_shipped_recipes_compose_and_plan():
     assert demo.name == "demo_smollm2" and demo.budget.tokens == 20 * 8 * 512
     assert demo.students["width"].from_scratch and os.path.basename(demo.teacher) == "smollm2-135m"
     assert sys.executable  # the stages run with this interpreter (stage_command)
+
+
+@pytest.mark.slow
+def test_pipeline_at_tp2_under_the_torchrun_launcher(teacher_model, tmp_path):
+    """The parallel stages run under `launcher=` (launch/node_torchrun.sh, as on Slurm) with 2 processes at TP=2."""
+    from conftest import free_port
+
+    conf = tiny_recipe(
+        tmp_path / "conf",
+        teacher_model,
+        steps=2,
+        parallel={"tp": 2, "pp": 1},
+        teacher_correction={"enabled": False, "args": []},
+        students={"width": {"prune": {"hidden_size": 48, "ffn_hidden_size": 128}}},
+    )
+    run = tmp_path / "run"
+    launcher = f"launcher={REPO / 'launch' / 'node_torchrun.sh'}"
+    result = run_cli(
+        *pipeline_args(conf, run, launcher),
+        timeout=900,
+        env={
+            "NPROC": "2",
+            "MASTER_PORT": str(free_port()),  # torchrun of this venv, as when activated
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    stages = manifest(run)
+    assert [name for name in stages] == [
+        "data",
+        "importance",
+        "prune_width",
+        "distill_width",
+        "eval_teacher",
+        "eval_width_pruned",
+        "eval_width_distilled",
+        "export_width",
+        "report",
+    ]
+    log = (run / "logs" / "distill_width.log").read_text()
+    assert "node_torchrun.sh" in log and "TP=2 PP=1 DP=1" in log
+    assert stages["distill_width"]["result"]["steps"] == 2
+    assert stages["eval_width_distilled"]["result"]["kl"] > 0

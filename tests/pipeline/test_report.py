@@ -17,8 +17,17 @@ def write_metrics(path: Path, key: str, start: float, end: float, steps: int = 4
     lines = [json.dumps({"kind": "start", "step": 0})]
     for step in range(1, steps + 1):
         value = start + (end - start) * step / steps
-        record = {"kind": "train", "step": step, "loss": value + 1.0 if key == "kd" else value, "lr": 1e-4,
-                  "grad_norm": 1.0, "tokens": tokens, "tokens_per_s": 1000.0, "step_seconds": 0.1, "memory_gb": 1.0}
+        record = {
+            "kind": "train",
+            "step": step,
+            "loss": value + 1.0 if key == "kd" else value,
+            "lr": 1e-4,
+            "grad_norm": 1.0,
+            "tokens": tokens,
+            "tokens_per_s": 1000.0,
+            "step_seconds": 0.1,
+            "memory_gb": 1.0,
+        }
         if key == "kd":
             record["kd"] = value
         lines.append(json.dumps(record))
@@ -30,8 +39,17 @@ def write_metrics(path: Path, key: str, start: float, end: float, steps: int = 4
 
 
 def row(name, role, student, loss, kl, tokens, params=134515008, non_embedding=106206720):
-    return {"name": name, "role": role, "student": student, "path": f"/models/{name}", "params": params,
-            "non_embedding_params": non_embedding, "train_tokens": tokens, "heldout_loss": loss, "kl": kl}
+    return {
+        "name": name,
+        "role": role,
+        "student": student,
+        "path": f"/models/{name}",
+        "params": params,
+        "non_embedding_params": non_embedding,
+        "train_tokens": tokens,
+        "heldout_loss": loss,
+        "kl": kl,
+    }
 
 
 def make_summary(tmp_path: Path) -> dict:
@@ -52,14 +70,30 @@ def make_summary(tmp_path: Path) -> dict:
         row("ffn, from scratch", "scratch", "ffn", 5.9, None, 163840),
     ]
     curves = [
-        {"label": "width, distilled", "role": "distilled", "student": "width",
-         "metrics": write_metrics(runs / "width_kd" / "metrics.jsonl", "kd", 4.0, 0.9)},
-        {"label": "width, from scratch", "role": "scratch", "student": "width",
-         "metrics": write_metrics(runs / "width_scratch" / "metrics.jsonl", "loss", 10.0, 6.5)},
-        {"label": "teacher correction", "role": "teacher_corrected", "student": None,
-         "metrics": write_metrics(runs / "correction" / "metrics.jsonl", "loss", 3.3, 3.0, steps=24)},
-        {"label": "depth, distilled", "role": "distilled", "student": "depth",
-         "metrics": str(runs / "depth_kd" / "metrics.jsonl")},  # never written
+        {
+            "label": "width, distilled",
+            "role": "distilled",
+            "student": "width",
+            "metrics": write_metrics(runs / "width_kd" / "metrics.jsonl", "kd", 4.0, 0.9),
+        },
+        {
+            "label": "width, from scratch",
+            "role": "scratch",
+            "student": "width",
+            "metrics": write_metrics(runs / "width_scratch" / "metrics.jsonl", "loss", 10.0, 6.5),
+        },
+        {
+            "label": "teacher correction",
+            "role": "teacher_corrected",
+            "student": None,
+            "metrics": write_metrics(runs / "correction" / "metrics.jsonl", "loss", 3.3, 3.0, steps=24),
+        },
+        {
+            "label": "depth, distilled",
+            "role": "distilled",
+            "student": "depth",
+            "metrics": str(runs / "depth_kd" / "metrics.jsonl"),
+        },  # never written
     ]
     stages = [
         {"name": "importance", "status": "done", "seconds": 61.23, "output": "/runs/importance"},
