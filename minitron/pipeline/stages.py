@@ -225,72 +225,26 @@ def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> Plan:
             )
         )
     budget = recipe.budget.args()
+
+    def student_run(name: str, kind: str, command: str, inputs: list[str], extra: list[str], about: str) -> None:
+        """A training run of a student on the token budget: its stage, its curve and its table row."""
+        out, label = students[name] / kind, "from scratch" if kind == "scratch" else kind
+        curve = dict(label=f"{name}, {label}", role=kind, student=name, metrics=str(out / "metrics.jsonl"))
+        stages.append(Stage(f"{'scratch' if kind == 'scratch' else 'distill'}_{name}", command,
+                            [*inputs, f"data.path={train_prefix}", f"output={out}", *parallel, *budget, *extra],
+                            output=str(out), about=about, curve=curve))  # fmt: skip
+        rows.append(dict(name=f"{name}, {label}", role=kind, student=name, path=str(out / "final"),
+                         train_tokens=recipe.budget.tokens))  # fmt: skip
+
     for name, student in recipe.students.items():
-        if not student.distill:
-            continue
-        out = students[name] / "distilled"
-        stages.append(
-            Stage(
-                f"distill_{name}",
-                "distill",
-                [
-                    f"teacher.path={teacher}",
-                    f"student.path={students[name] / 'pruned'}",
-                    f"data.path={train_prefix}",
-                    f"output={out}",
-                    *parallel,
-                    *budget,
-                    *recipe.distill_args,
-                ],
-                output=str(out),
-                about=f"distill the {name} student for {recipe.budget.tokens:,} tokens",
-                curve=dict(
-                    label=f"{name}, distilled", role="distilled", student=name, metrics=str(out / "metrics.jsonl")
-                ),
-            )
-        )
-        rows.append(
-            dict(
-                name=f"{name}, distilled",
-                role="distilled",
-                student=name,
-                path=str(out / "final"),
-                train_tokens=recipe.budget.tokens,
-            )
-        )
+        if student.distill:
+            student_run(name, "distilled", "distill",
+                        [f"teacher.path={teacher}", f"student.path={students[name] / 'pruned'}"], recipe.distill_args,
+                        f"distill the {name} student for {recipe.budget.tokens:,} tokens")  # fmt: skip
     for name, student in recipe.students.items():
-        if not student.from_scratch:
-            continue
-        out = students[name] / "scratch"
-        stages.append(
-            Stage(
-                f"scratch_{name}",
-                "train",
-                [
-                    f"model.path={students[name] / 'pruned'}",
-                    "model.init=random",
-                    f"data.path={train_prefix}",
-                    f"output={out}",
-                    *parallel,
-                    *budget,
-                    *recipe.scratch_args,
-                ],
-                output=str(out),
-                about=f"baseline: the {name} architecture from random init, same tokens",
-                curve=dict(
-                    label=f"{name}, from scratch", role="scratch", student=name, metrics=str(out / "metrics.jsonl")
-                ),
-            )
-        )
-        rows.append(
-            dict(
-                name=f"{name}, from scratch",
-                role="scratch",
-                student=name,
-                path=str(out / "final"),
-                train_tokens=recipe.budget.tokens,
-            )
-        )
+        if student.from_scratch:
+            student_run(name, "scratch", "train", [f"model.path={students[name] / 'pruned'}", "model.init=random"],
+                        recipe.scratch_args, f"baseline: the {name} architecture from random init, same tokens")  # fmt: skip
 
     rows = _ordered(rows, list(recipe.students))
     for row in rows:
