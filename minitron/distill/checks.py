@@ -13,6 +13,7 @@ from minitron.config.distill import DistillCommand
 from minitron.errors import MinitronError
 from minitron.models.checkpoint import ModelSource, open_model
 from minitron.models.megatron_gpt import check_parallel_layout
+from minitron.models.tokenizer import vocabulary
 from minitron.training.checks import check_train_inputs
 
 
@@ -44,22 +45,6 @@ def normalized_pairs(pairs, student_layers: int, teacher_layers: int) -> list[tu
     return result
 
 
-def _check_layout(arch, role: str, tp: int, pp: int) -> None:
-    try:
-        check_parallel_layout(arch, tp, pp)
-    except MinitronError as err:
-        raise MinitronError(str(err).replace("the model's", f"the {role}'s")) from None
-
-
-def _vocabulary(source: ModelSource):
-    from minitron.models.tokenizer import load_tokenizer
-
-    try:
-        return load_tokenizer(source.carried_files).get_vocab()
-    except MinitronError:  # no tokenizer files: only the vocabulary size can be compared
-        return None
-
-
 def check_distill_inputs(cfg: DistillCommand, student: ModelSource, teacher: ModelSource, world_size: int) -> None:
     """Raise :class:`MinitronError` for the first problem found; reads files, writes nothing."""
     tp, pp, settings = cfg.parallel.tp, cfg.parallel.pp, cfg.distill
@@ -69,14 +54,14 @@ def check_distill_inputs(cfg: DistillCommand, student: ModelSource, teacher: Mod
             f"student {student.arch.vocab_size}): distillation needs the same tokenizer; prune the student from "
             "this teacher"
         )
-    student_vocab, teacher_vocab = _vocabulary(student), _vocabulary(teacher)
+    student_vocab, teacher_vocab = vocabulary(student.carried_files), vocabulary(teacher.carried_files)
     if student_vocab is not None and teacher_vocab is not None and student_vocab != teacher_vocab:
         raise MinitronError(
             "teacher.path and student.path have different tokenizers (same size, different tokens): "
             "distillation needs the same tokenizer; prune the student from this teacher"
         )
-    _check_layout(student.arch, "student", tp, pp)
-    _check_layout(teacher.arch, "teacher", tp, pp)
+    check_parallel_layout(student.arch, tp, pp, role="student")
+    check_parallel_layout(teacher.arch, tp, pp, role="teacher")
     if cfg.train.seq_length > teacher.arch.max_position_embeddings:
         raise MinitronError(
             f"train.seq_length={cfg.train.seq_length} exceeds the teacher's max_position_embeddings="

@@ -78,28 +78,24 @@ def open_teacher(path, model, tokenizer, tp: int, pp: int, seq_length: int):
     """
     from minitron.models.checkpoint import open_model
     from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
-    from minitron.models.tokenizer import load_tokenizer
+    from minitron.models.tokenizer import vocabulary
 
     path = Path(path).expanduser()
     if not path.exists():
         raise MinitronError(f"eval.teacher={path}: no such file or directory")
     try:
         teacher = open_model(path)
-        check_parallel_layout(teacher.arch, tp, pp)
-        check_sequence_length(teacher.arch, "eval.seq_length", seq_length)
+        check_parallel_layout(teacher.arch, tp, pp, role="teacher")
+        check_sequence_length(teacher.arch, "eval.seq_length", seq_length, role="teacher")
     except MinitronError as err:
-        message = str(err).replace(f"model.path={path}: ", "").replace("the model's", "the teacher's")
-        raise MinitronError(f"eval.teacher={path}: {message}") from None
+        raise MinitronError(f"eval.teacher={path}: {str(err).replace(f'model.path={path}: ', '')}") from None
     fix = "KL(teacher || model) needs the model's tokenizer; pass a teacher of the same family (or unset eval.teacher)"
     if teacher.arch.vocab_size != model.arch.vocab_size:
         raise MinitronError(
             f"eval.teacher={path} has a vocabulary of {teacher.arch.vocab_size} tokens, model.path "
             f"{model.arch.vocab_size}: {fix}"
         )
-    try:
-        teacher_vocab = load_tokenizer(teacher.carried_files).get_vocab()
-    except MinitronError:  # no tokenizer files: only the vocabulary size can be compared
-        teacher_vocab = None
+    teacher_vocab = vocabulary(teacher.carried_files)
     if teacher_vocab is not None and teacher_vocab != tokenizer.get_vocab():
         raise MinitronError(
             f"eval.teacher={path} has another tokenizer than model.path (same size, other tokens): {fix}"

@@ -21,8 +21,8 @@ def have_transformer_engine() -> bool:
     return importlib.util.find_spec("transformer_engine") is not None and torch.cuda.is_available()
 
 
-def check_parallel_layout(arch: ModelArch, tp: int, pp: int) -> None:
-    """Raise a clear error when ``arch`` cannot be split into ``tp`` x ``pp`` shards."""
+def check_parallel_layout(arch: ModelArch, tp: int, pp: int, role: str = "model") -> None:
+    """Raise a clear error when ``arch`` (of the ``role``: model, teacher, student) cannot be split into ``tp`` x ``pp`` shards."""
     for field, value in (
         ("num_attention_heads", arch.num_attention_heads),
         ("num_query_groups", arch.num_query_groups),
@@ -31,24 +31,24 @@ def check_parallel_layout(arch: ModelArch, tp: int, pp: int) -> None:
     ):
         if value % tp:
             raise MinitronError(
-                f"parallel.tp={tp} does not divide the model's {field}={value}; choose a tp that divides it"
+                f"parallel.tp={tp} does not divide the {role}'s {field}={value}; choose a tp that divides it"
             )
     if arch.num_layers % pp:
         raise MinitronError(
-            f"parallel.pp={pp} does not divide the model's num_layers={arch.num_layers}; choose a pp that divides it"
+            f"parallel.pp={pp} does not divide the {role}'s num_layers={arch.num_layers}; choose a pp that divides it"
         )
 
 
-def check_sequence_length(arch: ModelArch, field: str, seq_length: int) -> None:
-    """Raise a clear error naming ``field`` when ``seq_length`` is longer than ``arch`` can attend."""
+def check_sequence_length(arch: ModelArch, field: str, seq_length: int, role: str = "model") -> None:
+    """Raise a clear error naming ``field`` when ``seq_length`` is longer than ``arch`` (the ``role``'s) can attend."""
     if seq_length > arch.max_position_embeddings:
         raise MinitronError(
-            f"{field}={seq_length} exceeds the model's max_position_embeddings="
+            f"{field}={seq_length} exceeds the {role}'s max_position_embeddings="
             f"{arch.max_position_embeddings}; use {field}<={arch.max_position_embeddings}"
         )
     if arch.sliding_window and seq_length > arch.sliding_window:
         raise MinitronError(
-            f"{field}={seq_length} exceeds the model's sliding_window={arch.sliding_window}, "
+            f"{field}={seq_length} exceeds the {role}'s sliding_window={arch.sliding_window}, "
             f"which minitron does not implement; use {field}<=sliding_window"
         )
 

@@ -31,7 +31,7 @@ from typing import Optional
 from minitron import runtime
 from minitron.config.pipeline import PipelineCommand
 from minitron.errors import MinitronError
-from minitron.pipeline.stages import Plan, Stage, plan_stages
+from minitron.pipeline.stages import Stage, plan_stages
 
 MANIFEST = "pipeline.json"
 
@@ -177,12 +177,17 @@ def _check_unchanged(stage: Stage, record: dict, run_dir: Path) -> None:
         )
 
 
-def run_stage(stage: Stage, cfg: PipelineCommand, manifest: Manifest, run_dir: Path, plan: Optional[Plan]) -> dict:
-    """Run one stage (skipping it when done); returns its record."""
+def run_stage(
+    stage: Stage, cfg: PipelineCommand, manifest: Manifest, run_dir: Path, stages: list[Stage], position: str = ""
+) -> dict:
+    """Run one stage of ``stages``, or skip it when done (``position``, e.g. "[3/20]", leads its log line)."""
     record = manifest.record(stage.name)
     if record.get("status") == "done":
         _check_unchanged(stage, record, run_dir)
+        runtime.log(f"{position} {stage.name}: done earlier ({record.get('seconds', 0):.0f} s), skipped".lstrip())
         return record
+    if position:
+        runtime.log(f"{position} {stage.name}")
     attempts = record.get("attempts", 0) + 1
     resumed = " (resuming)" if record.get("status") in ("running", "failed") else ""
     runtime.log(f"\n== {stage.name}: {stage.about}{resumed}")
@@ -200,7 +205,7 @@ def run_stage(stage: Stage, cfg: PipelineCommand, manifest: Manifest, run_dir: P
     if stage.command == "report":
         from minitron.pipeline.summary import build_report
 
-        status, result = 0, build_report(cfg, plan, manifest.data, run_dir)
+        status, result = 0, build_report(cfg, stages, manifest.data, run_dir)
     else:
         argv = stage_command(stage, cfg.launcher)
         runtime.log(f"$ {shlex.join(argv)}")
@@ -235,18 +240,12 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
     with run_lock(run_dir):
         manifest = Manifest(run_dir, recipe.name, config)
         started = time.perf_counter()
-        if not teacher_ready:  # fetch the assets first: the plan reads the teacher's config
-            run_stage(plan_stages(cfg, teacher_exists=False).stages[0], cfg, manifest, run_dir, None)
-        plan = plan_stages(cfg)
-        total = len(plan.stages)
-        for index, stage in enumerate(plan.stages, 1):
-            record = manifest.record(stage.name)
-            if record.get("status") == "done":
-                _check_unchanged(stage, record, run_dir)
-                runtime.log(f"[{index}/{total}] {stage.name}: done earlier ({record.get('seconds', 0):.0f} s), skipped")
-                continue
-            runtime.log(f"[{index}/{total}] {stage.name}")
-            run_stage(stage, cfg, manifest, run_dir, plan)
+        if not teacher_ready:  # fetch the assets first: planning reads the teacher's config
+            assets = plan_stages(cfg, teacher_exists=False)[:1]
+            run_stage(assets[0], cfg, manifest, run_dir, assets)
+        stages = plan_stages(cfg)
+        for index, stage in enumerate(stages, 1):
+            run_stage(stage, cfg, manifest, run_dir, stages, f"[{index}/{len(stages)}]")
         report = manifest.record("report").get("result") or {}
         runtime.log(
             f"\npipeline {recipe.name} done in {time.perf_counter() - started:.0f} s (this run); report: "
@@ -257,11 +256,11 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
 
 def dry_run(cfg: PipelineCommand, run_dir: Path, teacher_ready: bool) -> dict:
     """Print every stage with its command and whether it is done; run nothing."""
-    plan = plan_stages(cfg, teacher_exists=teacher_ready)
+    stages = plan_stages(cfg, teacher_exists=teacher_ready)
     done = {}
     if (run_dir / MANIFEST).is_file():
         done = {k: v.get("status") for k, v in json.loads((run_dir / MANIFEST).read_text()).get("stages", {}).items()}
-    for index, stage in enumerate(plan.stages, 1):
+    for index, stage in enumerate(stages, 1):
         state = done.get(stage.name) or "to do"
         launcher = f"{cfg.launcher} " if stage.parallel and cfg.launcher.strip() else ""
         command = (
@@ -269,10 +268,10 @@ def dry_run(cfg: PipelineCommand, run_dir: Path, teacher_ready: bool) -> dict:
             if stage.command == "report"
             else f"{launcher}minitron {shlex.join([stage.command, *stage.args])}"
         )
-        print(f"[{index}/{len(plan.stages)}] {stage.name:<28} {state:<8} {command}", file=sys.stderr)
+        print(f"[{index}/{len(stages)}] {stage.name:<28} {state:<8} {command}", file=sys.stderr)
     return {
         "output": str(run_dir),
         "recipe": cfg.recipe.name,
         "dry_run": True,
-        "stages": [{"name": s.name, "status": done.get(s.name) or "to do"} for s in plan.stages],
+        "stages": [{"name": s.name, "status": done.get(s.name) or "to do"} for s in stages],
     }

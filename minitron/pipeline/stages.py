@@ -17,7 +17,7 @@ type, writing into the run directory::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -44,14 +44,6 @@ class Stage:
         return self.command in PARALLEL_COMMANDS
 
 
-@dataclass
-class Plan:
-    stages: list[Stage]
-    teacher: str  # the teacher every student is pruned from and distilled from (corrected, when enabled)
-    train_prefix: str
-    rows: list[dict] = field(default_factory=list)  # report rows, in table order
-
-
 def _value(value) -> str:
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, separators=(",", ":"))
@@ -64,21 +56,16 @@ def _has(args: list[str], key: str) -> bool:
     return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in args)
 
 
-def _teacher_arch(path: str):
-    from minitron.models.checkpoint import open_model
-
-    return open_model(path).arch
-
-
 def _depth_args(recipe: Recipe, teacher: str) -> list[str]:
     """Importance args asking for exactly the depth metrics and windows the students need."""
+    from minitron.models.checkpoint import open_model
     from minitron.prune.plan import PruneTargets, needed_depth_metrics
 
     if _has(recipe.importance_args, "importance.depth_metrics") and _has(
         recipe.importance_args, "importance.window_sizes"
     ):
         return []
-    arch = _teacher_arch(teacher)
+    arch = open_model(teacher).arch
     metrics, windows = {"bi"}, set()
     for student in recipe.students.values():
         needed, sizes = needed_depth_metrics(arch, PruneTargets(**student.prune))
@@ -93,7 +80,7 @@ def _depth_args(recipe: Recipe, teacher: str) -> list[str]:
     return args
 
 
-def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> Plan:
+def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> list[Stage]:
     """The stages of ``cfg.recipe`` in the order they run.
 
     ``teacher_exists=False`` (before the assets stage has run, in a dry run) skips the checks that
@@ -278,7 +265,7 @@ def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> Plan:
     names = [stage.name for stage in stages]
     if len(set(names)) != len(names):
         raise MinitronError(f"recipe {recipe.name}: two stages share a name ({names}); rename the students")
-    return Plan(stages=stages, teacher=teacher, train_prefix=train_prefix, rows=rows)
+    return stages
 
 
 def _ordered(rows: list[dict], students: list[str]) -> list[dict]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from minitron.config.pipeline import PipelineCommand
 from minitron.pipeline.report import write_report
-from minitron.pipeline.stages import Plan
+from minitron.pipeline.stages import Stage
 from minitron.pipeline.runner import write_json_atomic
 
 
@@ -21,23 +20,22 @@ def _params(path: str) -> tuple:
     return arch.params, arch.non_embedding_params
 
 
-def _trained_tokens(run: Path):
-    """Tokens a `minitron train` run consumed: consumed samples x its sequence length."""
+def _trained_tokens(record: dict):
+    """Tokens a finished `minitron train` stage consumed: its result's consumed samples x its sequence length."""
     from omegaconf import OmegaConf
 
     try:
-        seq_length = OmegaConf.load(run / "config.yaml").train.seq_length
-        samples = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
-        return int(samples[-1]["consumed_samples"]) * int(seq_length)
-    except (OSError, ValueError, KeyError, IndexError, AttributeError):
+        seq_length = OmegaConf.load(Path(record["output"]) / "config.yaml").train.seq_length
+        return int(record["result"]["consumed_samples"]) * int(seq_length)
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
-def build_summary(cfg: PipelineCommand, plan: Plan, manifest: dict) -> dict:
-    """What the report shows, from the plan and the manifest's stage results."""
+def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> dict:
+    """What the report shows, from the planned stages and the manifest's stage results."""
     recipe, records = cfg.recipe, manifest.get("stages", {})
     models = []
-    for stage in plan.stages:
+    for stage in stages:
         if stage.model is None:
             continue
         result = records.get(stage.name, {}).get("result") or {}
@@ -52,7 +50,7 @@ def build_summary(cfg: PipelineCommand, plan: Plan, manifest: dict) -> dict:
             )
         )
         if stage.model["role"] == "teacher_corrected":
-            models[-1]["train_tokens"] = _trained_tokens(Path(plan.teacher).parent)
+            models[-1]["train_tokens"] = _trained_tokens(records.get("teacher_correction", {}))
     eval_tokens = next(
         (r.get("result", {}).get("tokens") for n, r in records.items() if n.startswith("eval_") and r.get("result")),
         None,
@@ -68,7 +66,7 @@ def build_summary(cfg: PipelineCommand, plan: Plan, manifest: dict) -> dict:
         "token_budget": recipe.budget.tokens,
         "models": models,
         "reference_teacher": reference,
-        "curves": [stage.curve for stage in plan.stages if stage.curve is not None],
+        "curves": [stage.curve for stage in stages if stage.curve is not None],
         "stages": [
             dict(
                 name=s.name,
@@ -76,14 +74,14 @@ def build_summary(cfg: PipelineCommand, plan: Plan, manifest: dict) -> dict:
                 seconds=records.get(s.name, {}).get("seconds"),
                 output=s.output,
             )
-            for s in plan.stages
+            for s in stages
             if s.command != "report"
         ],
     }
 
 
-def build_report(cfg: PipelineCommand, plan: Plan, manifest: dict, run_dir: Path) -> dict:
-    summary = build_summary(cfg, plan, manifest)
+def build_report(cfg: PipelineCommand, stages: list[Stage], manifest: dict, run_dir: Path) -> dict:
+    summary = build_summary(cfg, stages, manifest)
     write_json_atomic(run_dir / "summary.json", summary)
     written = write_report(run_dir, summary)
     return {

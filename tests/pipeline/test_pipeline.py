@@ -234,16 +234,15 @@ def test_shipped_recipes_compose_and_plan():
         for name in recipes:
             cfg = schema.to_object(compose("pipeline", overrides=[f"recipe={name}"]))
             cfg.recipe.validate()
-            plan = plan_stages(cfg, teacher_exists=False)
-            distill = [s for s in plan.stages if s.command == "distill"]
-            assert distill and plan.stages[-1].name == "report"
-            for stage in plan.stages:  # the same token budget for every distillation and baseline
+            stages = plan_stages(cfg, teacher_exists=False)
+            distill = [s for s in stages if s.command == "distill"]
+            assert distill and stages[-1].name == "report"
+            for stage in stages:  # the same token budget for every distillation and baseline
                 if stage.name.startswith(("distill_", "scratch_")):
                     assert set(cfg.recipe.budget.args()) <= set(stage.args)
         demo = schema.to_object(compose("pipeline")).recipe  # the default recipe is the demo
     assert demo.name == "demo_smollm2" and demo.budget.tokens == 20 * 8 * 512
     assert demo.students["width"].from_scratch and os.path.basename(demo.teacher) == "smollm2-135m"
-    assert sys.executable  # the stages run with this interpreter (stage_command)
 
 
 @pytest.mark.slow
