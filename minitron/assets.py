@@ -206,6 +206,12 @@ def _get(name: str) -> Asset:
         ) from None
 
 
+def check_names(names: Sequence[str]) -> None:
+    """MinitronError naming the first unknown asset of ``names`` (what `minitron assets fetch` would refuse)."""
+    for name in names:
+        _get(name)
+
+
 def _pin(asset: Asset) -> str:
     """The checksum a finished asset's marker must record (a derived asset: its source's)."""
     return ASSETS[asset.package].sha256 if asset.kind == "derived" else asset.sha256

@@ -39,9 +39,11 @@ def main(cfg) -> None:
                 model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
                 runtime.log(f"writing {target} checkpoint to {cfg.output}")
                 if target == "megatron":
-                    checkpoint.save_megatron_checkpoint(model, source, staging, fingerprint, source.hf_config)
+                    checkpoint.save_megatron_checkpoint(model, source, staging, fingerprint, source.hf_config,
+                                                        extra_meta=checkpoint.carried_meta(source))  # fmt: skip
                 else:
-                    checkpoint.export_hf(model, source.arch, source.hf_config, source.carried_files, staging, fingerprint)
+                    checkpoint.export_hf(model, source.arch, source.hf_config, source.carried_files, staging, fingerprint,
+                                         extra_meta=checkpoint.carried_meta(source))  # fmt: skip
             checkpoint.finish_output(staging, cfg.output)
         runtime.print_result(
             {"output": str(cfg.output), "format": target, "params": source.arch.params, "skipped": staging is None}

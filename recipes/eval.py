@@ -7,7 +7,8 @@
 DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl (field ``text``).
 The loss definition is in :mod:`minitron.eval.heldout`. ``eval.reference=true`` also computes it
 with transformers on the same windows (HF directories only). The last stdout line is one JSON object
-with ``loss``, ``ppl`` and ``tokens``; with ``eval.teacher`` (same tokenizer, built in the model's layout
+with ``loss``, ``ppl``, ``tokens`` and ``model`` (path, parameter counts, tokens it was trained on when its
+checkpoint records them), also written to ``output=FILE`` when given; with ``eval.teacher`` (same tokenizer, built in the model's layout
 and dtype) also ``kl`` (mean KL(teacher || model) per token), ``teacher_loss`` and ``teacher`` (its path).
 """
 
@@ -18,6 +19,7 @@ import hydra
 from minitron import runtime
 from minitron.config import schema
 from minitron.errors import MinitronError
+from minitron.fsutil import write_json_atomic
 from minitron.eval import heldout
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
@@ -61,7 +63,8 @@ def main(cfg) -> None:
         if teacher is not None:
             result["teacher"] = str(teacher_source.path)
         result["seconds"] = round(time.perf_counter() - start, 3)
-        result.update(windows=len(windows), seq_length=cfg.eval.seq_length, dtype=str(dtype).replace("torch.", ""))
+        result.update(windows=len(windows), seq_length=cfg.eval.seq_length, dtype=str(dtype).replace("torch.", ""),
+                      model=checkpoint.describe(source), tags=cfg.eval.tag_dict)  # fmt: skip
         if cfg.eval.reference and ctx.is_main:
             reference = heldout.hf_heldout_loss(source.path, windows, cfg.eval.micro_batch_size)
             result["reference_loss"] = reference["loss"]
@@ -69,6 +72,8 @@ def main(cfg) -> None:
         runtime.log(f"loss {result['loss']:.6f}  ppl {result['ppl']:.3f}  over {result['tokens']:,} tokens")
         if teacher is not None:
             runtime.log(f"KL(teacher || model) {result['kl']:.6f}  teacher loss {result['teacher_loss']:.6f}")
+        if cfg.output and ctx.is_main:
+            write_json_atomic(cfg.output, result)
         runtime.print_result(result)
     finally:
         teardown_distributed()

@@ -26,7 +26,7 @@ from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_l
 from minitron.parallel import setup_distributed, teardown_distributed
 from minitron.prune import plots
 from minitron.prune.calibration import calibration_windows, compute_importance
-from minitron.prune.plan import needed_depth_metrics, placeholder_scores, plan_pruning
+from minitron.prune.plan import check_scores_cover, needed_depth_metrics, placeholder_scores, plan_pruning
 from minitron.prune.scores import ImportanceScores
 from minitron.prune.surgery import write_pruned_hf
 
@@ -56,6 +56,8 @@ def main(cfg) -> None:
     check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
     depth_metrics, window_sizes = needed_depth_metrics(arch, targets)
     scores = ImportanceScores.load(Path(cfg.prune.scores)) if cfg.prune.scores else None
+    if scores is not None:
+        check_scores_cover(scores, arch, targets, cfg.prune.scores, source.path, cfg.data.path)
     if scores is None:
         check_sequence_length(arch, "calib.seq_length", cfg.calib.seq_length)
         windows = calibration_windows(source, cfg.data.path, cfg.data.text_field, cfg.calib.num_samples, cfg.calib.seq_length)
@@ -89,7 +91,8 @@ def main(cfg) -> None:
                 plots.save_plots(scores, staging)
                 (staging / "prune_summary.json").write_text(json.dumps(summary, indent=2))
                 (staging / "prune_config.yaml").write_text(resolved)
-                (staging / "minitron.json").write_text(json.dumps({"format": "hf-pruned", "source_fingerprint": key}))
+                (staging / "minitron.json").write_text(json.dumps({"format": "hf-pruned", "source_fingerprint": key,
+                                                                         "trained_tokens": 0}))
             torch.distributed.barrier()
         checkpoint.finish_output(staging, cfg.output)
         runtime.print_result(summary)

@@ -37,8 +37,7 @@ class CalibConfig:
 class ImportanceConfig:
     batch_aggregation: str = "l2"  # over calibration samples: l2 (the paper's best) | mean | max
     seq_aggregation: str = "mean"  # over the tokens of a sample, of |activation|: mean (the paper's best) | l2 | max
-    # bi: block influence (free); layer_loss: one forward pass per layer; window_loss: one per run of layers
-    depth_metrics: list[str] = field(default_factory=lambda: list(DEPTH_METRICS))
+    depth_metrics: list[str] = field(default_factory=lambda: list(DEPTH_METRICS))  # layer scores: bi (block influence, free) | layer_loss (a forward pass per layer) | window_loss (one per run of layers)
     window_sizes: Optional[list[int]] = None  # run lengths k for window_loss (layers dropped); null: [num_layers // 2]
     loss_num_samples: Optional[int] = None  # compute the loss metrics on the first N windows only (null: all)
     plots: bool = True  # also write PNG plots of the scores

@@ -8,10 +8,11 @@ they run when a recipe calls :func:`to_object`.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -24,7 +25,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def minitron_home() -> str:
     """``$MINITRON_HOME``, default ``~/.cache/minitron``: where `minitron assets fetch` puts assets."""
-    return os.environ.get("MINITRON_HOME") or str(Path.home() / ".cache" / "minitron")
+    return str(Path(os.environ.get("MINITRON_HOME") or "~/.cache/minitron").expanduser().absolute())
 
 
 @dataclass
@@ -70,6 +71,11 @@ class EvalConfig:
     max_windows: Optional[int] = None  # evaluate only the first N windows (None: all)
     reference: bool = False  # also compute the loss with transformers on the same windows and compare
     teacher: Optional[str] = None  # also report KL(teacher || model) on the same windows (teacher: HF dir or minitron checkpoint, same tokenizer)
+    tags: List[str] = field(default_factory=list)  # "key=value" labels copied into the result's `tags` (the pipeline names its report rows with them)
+
+    @property
+    def tag_dict(self) -> dict:
+        return dict(tag.split("=", 1) for tag in self.tags)
 
     def __post_init__(self):
         if self.seq_length < 2:
@@ -78,6 +84,9 @@ class EvalConfig:
             raise MinitronError(f"eval.micro_batch_size={self.micro_batch_size}: must be >= 1")
         if self.max_windows is not None and self.max_windows < 1:
             raise MinitronError(f"eval.max_windows={self.max_windows}: must be >= 1 or null")
+        for tag in self.tags:
+            if "=" not in tag:
+                raise MinitronError(f"eval.tags: {tag!r} is not key=value")
 
 
 @dataclass
@@ -105,6 +114,7 @@ class EvalCommand:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    output: Optional[str] = None  # also write the result (the last stdout line) to this JSON file, atomically
 
 
 def register() -> None:
@@ -123,13 +133,27 @@ def register() -> None:
         group.register()
 
 
+def _expand_home(cfg) -> None:
+    """Expand a leading ``~`` in every string value (paths in YAML files: ``teacher: ~/models/X``)."""
+    for key in list(cfg.keys()) if OmegaConf.is_dict(cfg) else range(len(cfg)):
+        node = cfg._get_node(key)
+        if OmegaConf.is_config(node):
+            if not node._is_missing() and not node._is_none() and not node._is_interpolation():
+                _expand_home(node)
+        elif not node._is_missing() and not node._is_interpolation():
+            value = node._value()
+            if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+                cfg[key] = os.path.expanduser(value)
+
+
 def to_object(cfg):
     """The validated dataclass instance of a composed config (runs every ``__post_init__``)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise MinitronError(f"{missing[0]} is required: pass {missing[0]}=...")
+    _expand_home(cfg)
     return OmegaConf.to_object(cfg)
 
 
-# conf/ sits at the repository root, beside minitron/ and recipes/ (editable install).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# conf/ sits at the repository root; it is installed as the package minitron.conf (pyproject.toml).
+CONF_DIR = str(Path(importlib.import_module("minitron.conf").__path__[0]).resolve())

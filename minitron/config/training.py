@@ -82,9 +82,10 @@ class TrainSettings:
             raise MinitronError(f"train.min_lr={self.min_lr}: must be between 0 and train.lr={self.lr}")
         decay_steps = self.total_decay_steps
         if self.warmup_steps >= decay_steps:
+            length = "train.decay_steps" if self.decay_steps is not None else "train.steps"
             raise MinitronError(
-                f"train.warmup_steps={self.warmup_steps} must be smaller than the decay length "
-                f"({decay_steps}: train.decay_steps, or train.steps when it is null)"
+                f"train.warmup_steps={self.warmup_steps} must be smaller than {length}={decay_steps}: "
+                f"add train.warmup_steps={max(decay_steps // 10, 0)} (about 10% of the run) or raise {length}"
             )
         if self.weight_decay < 0 or self.clip_grad < 0:
             raise MinitronError("train.weight_decay and train.clip_grad must be >= 0")

@@ -162,12 +162,12 @@ class DistillationModel:
             if removed is not None:
                 self.student.add_module(PROJECTION, removed)
 
-    def export_final(self, parts, source, run_dir, step: int):
+    def export_final(self, parts, source, run_dir, step: int, trained_tokens=None):
         """The loop's ``export``: OUTPUT/final holds the student alone (`minitron convert` exports it)."""
         from minitron.training import loop
 
         with self.student_only():
-            return loop.export_final(parts, source, run_dir, step)
+            return loop.export_final(parts, source, run_dir, step, trained_tokens)
 
 
 def load_distillation(student_source, teacher_source, tp: int, pp: int, dtype: torch.dtype,

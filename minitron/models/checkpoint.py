@@ -94,6 +94,26 @@ def open_model(path, init: str = "pretrained") -> ModelSource:
     return ModelSource(path=path, kind="hf", arch=arch, hf_config=config, dtype=dtype, carried_files=path, init=init)
 
 
+CARRIED_META = ("trained_tokens",)  # minitron.json facts about the weights that a conversion keeps
+
+
+def carried_meta(source: ModelSource) -> dict:
+    """The fields of ``source``'s minitron.json that describe its weights (kept by `minitron convert`)."""
+    try:
+        meta = json.loads((source.path / "minitron.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {key: meta[key] for key in CARRIED_META if isinstance(meta, dict) and key in meta}
+
+
+def describe(source: ModelSource) -> dict:
+    """What a result names a model by: path, kind, parameter counts, and the tokens it was trained on when
+    its ``minitron.json`` records them (a training run's final checkpoint; 0 for a freshly pruned student)."""
+    return {"path": str(source.path), "kind": source.kind, "params": source.arch.params,
+            "non_embedding_params": source.arch.non_embedding_params,
+            "trained_tokens": carried_meta(source).get("trained_tokens")}  # fmt: skip
+
+
 # ---- loading weights into a model shard --------------------------------------------------------
 
 
@@ -235,8 +255,10 @@ def copy_carried_files(src: Path, dst: Path) -> None:
 # ---- saving ------------------------------------------------------------------------------------
 
 
-def save_megatron_checkpoint(model, source: ModelSource, staging: Path, fingerprint: str, hf_config: dict) -> None:
-    """Write ``model`` (every rank's shard) as a minitron Megatron checkpoint into ``staging``."""
+def save_megatron_checkpoint(model, source: ModelSource, staging: Path, fingerprint: str, hf_config: dict,
+                             extra_meta: Optional[dict] = None) -> None:  # fmt: skip
+    """Write ``model`` (every rank's shard) as a minitron Megatron checkpoint into ``staging``
+    (``extra_meta``: more fields for its minitron.json, e.g. ``trained_tokens``)."""
     from megatron.core import dist_checkpointing
 
     if _rank() == 0:
@@ -253,13 +275,16 @@ def save_megatron_checkpoint(model, source: ModelSource, staging: Path, fingerpr
         }
         if source.init != "pretrained":  # e.g. trained from random init: source gave only the architecture
             meta["init"] = source.init
+        meta.update(extra_meta or {})
         (staging / "minitron.json").write_text(json.dumps(meta, indent=2))
     _barrier()
     dist_checkpointing.save(model.sharded_state_dict(), str(staging / "dist"))
 
 
-def export_hf(model, arch: ModelArch, base_config: dict, carried_files: Path, staging: Path, fingerprint: str) -> None:
-    """Write ``model`` as a Hugging Face directory into ``staging`` (streaming, one file per PP stage)."""
+def export_hf(model, arch: ModelArch, base_config: dict, carried_files: Path, staging: Path, fingerprint: str,
+              extra_meta: Optional[dict] = None) -> None:  # fmt: skip
+    """Write ``model`` as a Hugging Face directory into ``staging`` (streaming, one file per PP stage;
+    ``extra_meta``: more fields for its minitron.json)."""
     from megatron.core import parallel_state
 
     tp = parallel_state.get_tensor_model_parallel_world_size()
@@ -304,6 +329,6 @@ def export_hf(model, arch: ModelArch, base_config: dict, carried_files: Path, st
         config.pop("quantization_config", None)
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         copy_carried_files(carried_files, staging)
-        provenance = {"format": "hf-export", "source_fingerprint": fingerprint}
+        provenance = {"format": "hf-export", "source_fingerprint": fingerprint, **(extra_meta or {})}
         (staging / "minitron.json").write_text(json.dumps(provenance, indent=2))
     _barrier()

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,26 +30,17 @@ from pathlib import Path
 from typing import Optional
 
 from minitron import runtime
+from minitron.commands import COMMANDS
 from minitron.config.pipeline import PipelineCommand
 from minitron.errors import MinitronError
-from minitron.pipeline.stages import Stage, plan_stages
+from minitron.fsutil import write_json_atomic
+from minitron.pipeline.stages import REPORT, Stage, plan_stages
 
 MANIFEST = "pipeline.json"
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Manifest:
@@ -111,12 +103,45 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def minitron_executable() -> str:
+    """The ``minitron`` console script the launcher starts: on PATH (NGC images put it in /usr/local/bin),
+    else beside this interpreter (a virtual environment that is not activated)."""
+    found = shutil.which("minitron") or shutil.which("minitron", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise MinitronError(
+            "the `minitron` executable is not on PATH (needed to start parallel stages under the launcher); "
+            "install minitron (pip install .) or add its bin directory to PATH"
+        )
+    return found
+
+
 def stage_command(stage: Stage, launcher: str) -> list[str]:
     """The argv of a stage: ``minitron <command> <args>``, under ``launcher`` for the parallel ones."""
     if stage.parallel and launcher.strip():
-        script = Path(sys.executable).with_name("minitron")
-        return [*shlex.split(launcher), str(script), stage.command, *stage.args]
+        return [*shlex.split(launcher), minitron_executable(), stage.command, *stage.args]
     return [sys.executable, "-m", "minitron.cli", stage.command, *stage.args]
+
+
+def validate_stages(stages: list[Stage]) -> None:
+    """Compose every stage's config with its arguments and run the schema's checks; no model is loaded.
+
+    A typo or a bad value in any stage's arguments fails here, before the first stage starts."""
+    from minitron.config.compose import validate
+
+    for stage in stages:
+        command = COMMANDS.get(stage.command)
+        if command is None:
+            continue
+        args = stage.args[1:] if command.subcommand else stage.args
+        try:
+            if command.config is not None:
+                validate(command.config, args, command=f"minitron {command.name}")
+            elif command.name == "assets":
+                from minitron.assets import check_names
+
+                check_names(args[1:])
+        except MinitronError as err:
+            raise MinitronError(f"stage {stage.name} (`minitron {command.name}`): {err}") from None
 
 
 def _pump(stream, sinks, keep: Optional[list] = None) -> None:
@@ -202,7 +227,7 @@ def run_stage(
         finished=None,
     )
     start = time.perf_counter()
-    if stage.command == "report":
+    if stage.command == REPORT:
         from minitron.pipeline.summary import build_report
 
         status, result = 0, build_report(cfg, stages, manifest.data, run_dir)
@@ -210,8 +235,6 @@ def run_stage(
         argv = stage_command(stage, cfg.launcher)
         runtime.log(f"$ {shlex.join(argv)}")
         status, result = run_child(argv, run_dir / "logs" / f"{stage.name}.log")
-        if status == 0 and stage.command == "eval" and result is not None:
-            write_json_atomic(Path(stage.output), result)
     seconds = round(time.perf_counter() - start, 1)
     if status != 0:
         manifest.update(stage.name, status="failed", exit_status=status, finished=_now(), seconds=seconds)
@@ -234,6 +257,7 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
         raise MinitronError(
             f"recipe.teacher={recipe.teacher}: no such directory; point it at an HF directory or a checkpoint"
         )
+    validate_stages(plan_stages(cfg, teacher_exists=teacher_ready))  # every stage's config, in seconds
     if cfg.dry_run:
         return dry_run(cfg, run_dir, teacher_ready)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +268,8 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
             assets = plan_stages(cfg, teacher_exists=False)[:1]
             run_stage(assets[0], cfg, manifest, run_dir, assets)
         stages = plan_stages(cfg)
+        if not teacher_ready:
+            validate_stages(stages)  # with what planning learnt from the teacher's config
         for index, stage in enumerate(stages, 1):
             run_stage(stage, cfg, manifest, run_dir, stages, f"[{index}/{len(stages)}]")
         report = manifest.record("report").get("result") or {}
@@ -265,7 +291,7 @@ def dry_run(cfg: PipelineCommand, run_dir: Path, teacher_ready: bool) -> dict:
         launcher = f"{cfg.launcher} " if stage.parallel and cfg.launcher.strip() else ""
         command = (
             "(in-process)"
-            if stage.command == "report"
+            if stage.command == REPORT
             else f"{launcher}minitron {shlex.join([stage.command, *stage.args])}"
         )
         print(f"[{index}/{len(stages)}] {stage.name:<28} {state:<8} {command}", file=sys.stderr)

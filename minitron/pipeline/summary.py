@@ -2,59 +2,34 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Optional
 
 from minitron.config.pipeline import PipelineCommand
 from minitron.pipeline.report import write_report
-from minitron.pipeline.stages import Stage
-from minitron.pipeline.runner import write_json_atomic
+from minitron.pipeline.stages import REPORT, Stage
+from minitron.fsutil import write_json_atomic
 
 
-def _params(path: str) -> tuple:
-    from minitron.models.checkpoint import open_model
-
+def _row(path: str) -> Optional[dict]:
+    """A table row from an eval stage's JSON output (None when the stage has not produced it)."""
     try:
-        arch = open_model(path).arch
-    except Exception:  # a model whose stage was disabled or failed: the row shows "-"
-        return None, None
-    return arch.params, arch.non_embedding_params
-
-
-def _trained_tokens(record: dict):
-    """Tokens a finished `minitron train` stage consumed: its result's consumed samples x its sequence length."""
-    from omegaconf import OmegaConf
-
-    try:
-        seq_length = OmegaConf.load(Path(record["output"]) / "config.yaml").train.seq_length
-        return int(record["result"]["consumed_samples"]) * int(seq_length)
-    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        result = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
         return None
+    model, tags = result.get("model") or {}, result.get("tags") or {}
+    return dict(name=tags.get("name", model.get("path")), role=tags.get("role"), student=tags.get("student"),
+                path=model.get("path"), params=model.get("params"),
+                non_embedding_params=model.get("non_embedding_params"), train_tokens=model.get("trained_tokens"),
+                heldout_loss=result.get("loss"), kl=result.get("kl"), eval_tokens=result.get("tokens"))  # fmt: skip
 
 
 def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> dict:
-    """What the report shows, from the planned stages and the manifest's stage results."""
+    """What the report shows: the rows are the eval stages' own JSON outputs, in the plan's order."""
     recipe, records = cfg.recipe, manifest.get("stages", {})
-    models = []
-    for stage in stages:
-        if stage.model is None:
-            continue
-        result = records.get(stage.name, {}).get("result") or {}
-        params, non_embedding = _params(stage.model["path"])
-        models.append(
-            dict(
-                stage.model,
-                params=params,
-                non_embedding_params=non_embedding,
-                heldout_loss=result.get("loss"),
-                kl=result.get("kl"),
-            )
-        )
-        if stage.model["role"] == "teacher_corrected":
-            models[-1]["train_tokens"] = _trained_tokens(records.get("teacher_correction", {}))
-    eval_tokens = next(
-        (r.get("result", {}).get("tokens") for n, r in records.items() if n.startswith("eval_") and r.get("result")),
-        None,
-    )
+    models = [row for stage in stages if stage.command == "eval" for row in [_row(stage.output)] if row is not None]
+    eval_tokens = next((row["eval_tokens"] for row in models if row.get("eval_tokens")), None)
     reference = "teacher, corrected" if recipe.teacher_correction.enabled else "teacher"
     return {
         "recipe": recipe.name,
@@ -75,7 +50,7 @@ def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> 
                 output=s.output,
             )
             for s in stages
-            if s.command != "report"
+            if s.command != REPORT
         ],
     }
 

@@ -203,6 +203,27 @@ def needed_depth_metrics(arch: ModelArch, targets: PruneTargets) -> tuple[tuple[
     return ("bi",), ()
 
 
+def check_scores_cover(scores: ImportanceScores, arch: ModelArch, targets: PruneTargets, scores_dir, model_path,
+                       data_path) -> None:  # fmt: skip
+    """Refuse saved scores that lack a depth metric ``targets`` needs, naming the importance run that adds it."""
+    metrics, windows = needed_depth_metrics(arch, targets)
+    missing = [m for m in metrics if m == "layer_loss" and scores.layer_loss is None]
+    missing_windows = [k for k in windows if k not in scores.window_loss]
+    if not missing and not missing_windows:
+        return
+    data = scores.meta.get("data_path") or data_path or "CALIB_FILE"
+    command = (f"minitron importance model.path={model_path} data.path={data} output=SCORES "
+               f"importance.depth_metrics=[{','.join(metrics)}]")  # fmt: skip
+    if missing_windows:
+        command += f" importance.window_sizes=[{','.join(map(str, missing_windows))}]"
+        what = (f"contiguous-window losses for dropping {missing_windows[0]} layers (prune.num_layers="
+                f"{targets.num_layers}; it has window sizes {sorted(scores.window_loss) or 'none'})")  # fmt: skip
+    else:
+        what = "per-layer LM losses (prune.depth_metric=layer_loss)"
+    raise MinitronError(f"prune.scores={scores_dir} has no {what}; compute them with `{command}` and pass "
+                        "prune.scores=SCORES")  # fmt: skip
+
+
 def placeholder_scores(arch: ModelArch, targets: PruneTargets) -> ImportanceScores:
     """Uniform scores of the right shapes: lets :func:`plan_pruning` check targets before any work."""
     L = arch.num_layers

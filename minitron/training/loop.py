@@ -46,15 +46,17 @@ def resume(parts, run_dir: Path, cfg: TrainCommand, arch: dict) -> tuple[int, in
     return step, consumed, found.name
 
 
-def export_final(parts, source, run_dir: Path, step: int) -> Path:
-    """Write the model as a minitron Megatron checkpoint in OUTPUT/final (skipped when already there)."""
+def export_final(parts, source, run_dir: Path, step: int, trained_tokens: Optional[int] = None) -> Path:
+    """Write the model as a minitron Megatron checkpoint in OUTPUT/final (skipped when already there); its
+    minitron.json records ``trained_tokens`` (the tokens this run trained it on)."""
     out = run_dir / "final"
     fingerprint = f"minitron-train:{run_dir.resolve()}:step{step}"
     staging = checkpoint.begin_output(out, fingerprint, overwrite=True)
     if staging is not None:
         checkpointing.use_in_process_write_queue()
         with checkpoint.staged(staging):
-            checkpoint.save_megatron_checkpoint(parts.module, source, staging, fingerprint, source.hf_config)
+            checkpoint.save_megatron_checkpoint(parts.module, source, staging, fingerprint, source.hf_config,
+                                                extra_meta={"trained_tokens": trained_tokens})  # fmt: skip
         checkpoint.finish_output(staging, out)
     return out
 
@@ -67,7 +69,7 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
     ``source`` is the :class:`~minitron.models.checkpoint.ModelSource` the model came from (architecture,
     HF config and tokenizer files for the final checkpoint). ``on_step(step)`` is called after every step
     and its checkpoint (tests use it to kill the run). ``functions`` is what runs per micro-batch (default:
-    the language-model loss; distillation passes its own); ``export(parts, source, run_dir, step)`` writes
+    the language-model loss; distillation passes its own); ``export(parts, source, run_dir, step, trained_tokens)`` writes
     OUTPUT/final. ``cfg`` may be any command with ``train``, ``checkpoint`` and ``logging`` sections.
     """
     run_dir = Path(run_dir)
@@ -114,7 +116,7 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
                 on_step(step)
     finally:
         metrics.close()
-    final = export(parts, source, run_dir, step)
+    final = export(parts, source, run_dir, step, consumed * settings.seq_length)
     return {
         "output": str(run_dir),
         "final": str(final),

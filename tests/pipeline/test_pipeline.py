@@ -205,6 +205,34 @@ def test_bad_recipes_are_refused_before_anything_runs(teacher_model, tmp_path, c
     assert not run.exists()
 
 
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"distill_args": ["distill.temprature=2"]},
+         "stage distill_width (`minitron distill`): distill.temprature: no such setting (did you mean "
+         "distill.temperature?)"),
+        ({"scratch_args": ["train.lr=fast"]}, "stage scratch_width (`minitron train`): train.lr: 'fast' is not a valid float"),
+        ({"eval_args": ["eval.seq_length=1"]}, "stage eval_teacher (`minitron eval`): eval.seq_length=1: must be >= 2"),
+        ({"importance_args": ["calib.num_sample=4"]},
+         "stage importance (`minitron importance`): calib.num_sample: no such setting (did you mean calib.num_samples?)"),
+        ({"teacher_correction": {"enabled": True, "args": ["train=teacher_corection"]}},
+         "stage teacher_correction (`minitron train`): train=teacher_corection: no such train config (did you mean "
+         "train=teacher_correction?)"),
+        ({"assets": ["smollm2"]}, "stage assets (`minitron assets`): unknown asset 'smollm2'"),
+    ],
+)
+def test_a_typo_in_any_stage_fails_before_the_first_stage(teacher_model, tmp_path, changes, message):
+    """Every stage's config is composed and checked up front: seconds, not days into the run."""
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model, **changes), tmp_path / "run"
+    for extra in ([], ["dry_run=true"]):
+        started = time.perf_counter()
+        result = run_cli(*pipeline_args(conf, run, *extra))
+        assert result.returncode == 2, result.stderr[-2000:]
+        (line,) = result.stderr.strip().splitlines()
+        assert line == f"error: {message}" or line.startswith(f"error: {message}"), line
+        assert time.perf_counter() - started < 60 and not run.exists()
+
+
 def test_a_second_pipeline_on_the_same_run_is_refused(teacher_model, tmp_path):
     import fcntl
 
@@ -225,6 +253,7 @@ def test_shipped_recipes_compose_and_plan():
     from hydra import compose, initialize_config_dir
 
     from minitron.config import schema
+    from minitron.pipeline.runner import validate_stages
     from minitron.pipeline.stages import plan_stages
 
     schema.register()
@@ -240,6 +269,7 @@ def test_shipped_recipes_compose_and_plan():
             for stage in stages:  # the same token budget for every distillation and baseline
                 if stage.name.startswith(("distill_", "scratch_")):
                     assert set(cfg.recipe.budget.args()) <= set(stage.args)
+            validate_stages(stages)  # every stage's config composes and passes its schema's checks
         demo = schema.to_object(compose("pipeline")).recipe  # the default recipe is the demo
     assert demo.name == "demo_smollm2" and demo.budget.tokens == 20 * 8 * 512
     assert demo.students["width"].from_scratch and os.path.basename(demo.teacher) == "smollm2-135m"

@@ -49,6 +49,24 @@ def test_prune_width_and_depth(tiny_models, long_text, tmp_path):
     with torch.no_grad():
         assert student(torch.arange(20).unsqueeze(0)).logits.isfinite().all()
 
+    # a depth target whose metric the saved scores lack: one line naming the importance run that adds it;
+    # that very command (SCORES filled in) makes scores the prune then accepts
+    deeper = tmp_path / "student3"
+    args = [f"model.path={tiny_models['qwen2']}", f"output={deeper}", "prune.num_layers=2"]
+    result = run_cli("prune", f"prune.scores={out}", *args)
+    assert result.returncode == 2 and not deeper.exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert "has no contiguous-window losses for dropping 2 layers" in line and "window sizes [1]" in line
+    suggested = line.split("`")[1].split()
+    assert suggested[:2] == ["minitron", "importance"] and "importance.window_sizes=[2]" in suggested
+    scores = tmp_path / "scores"
+    suggested = [arg.replace("output=SCORES", f"output={scores}") for arg in suggested[2:]]
+    result = run_cli("importance", *suggested, "calib.num_samples=8", "calib.seq_length=64", "calib.micro_batch_size=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli("prune", f"prune.scores={scores}", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((deeper / "config.json").read_text())["num_hidden_layers"] == 2
+
 
 @pytest.mark.parametrize(
     "overrides,message",
