@@ -16,7 +16,6 @@ import hashlib
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import OmegaConf
 
 from minitron import runtime

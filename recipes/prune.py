@@ -2,7 +2,7 @@
 
     minitron prune model.path=HF_DIR data.path=calib.jsonl output=STUDENT prune.hidden_size=3072 prune.ffn_hidden_size=9216
     minitron prune prune=llama31_8b_to_4b_depth model.path=HF_DIR data.path=calib.jsonl output=STUDENT
-    minitron prune ... prune.scores=PREVIOUS_STUDENT_OR_SCORES_DIR   # reuse saved scores (of this model): no forward passes
+    minitron prune ... prune.scores=PREVIOUS_STUDENT_OR_SCORES_DIR   # this model's saved scores: no forward passes
     torchrun --nproc-per-node 2 $(which minitron) prune ... parallel.tp=2   # importance at any TP/PP/DP
 
 STUDENT is a Hugging Face directory (it loads in transformers and in minitron at any layout) with

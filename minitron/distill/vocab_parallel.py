@@ -118,7 +118,7 @@ def token_chunk_size(vocab: int, temporaries: int, element_bytes: int = 4,
 
 def token_chunks(num_tokens: int, vocab: int, temporaries: int, element_bytes: int = 4,
                  budget_bytes: int = TEMPORARIES_BUDGET_BYTES) -> list[slice]:  # fmt: skip
-    """Consecutive slices covering ``range(num_tokens)``, each of :func:`token_chunk_size` tokens (the last one less)."""
+    """Consecutive slices covering ``range(num_tokens)`` of :func:`token_chunk_size` tokens (the last may be less)."""
     step = token_chunk_size(vocab, temporaries, element_bytes, budget_bytes)
     return [slice(start, min(start + step, num_tokens)) for start in range(0, num_tokens, step)]
 
@@ -140,9 +140,9 @@ class _ForwardKL(torch.autograd.Function):
     With scaled logits ``s``, ``t`` and their log-partition functions ``lse`` over the whole vocabulary (from
     each rank's, all-reduced): ``KL = sum_v q_v (t_v - s_v) - lse_t + lse_s`` (the sum all-reduced). Every
     TP rank returns the same ``[...]``; the backward pass needs no communication. Tokens are processed in
-    chunks (:func:`token_chunks`, on every device) so that temporaries stay within ``budget_bytes`` and the only
-    vocabulary-sized allocation is the gradient; with ``inplace`` it is written over the student's logits instead (fp32, contiguous), as
-    Megatron's cross-entropy does: they must not be used afterwards.
+    chunks (:func:`token_chunks`, on every device) so that temporaries stay within ``budget_bytes`` and the
+    only vocabulary-sized allocation is the gradient; with ``inplace`` it is written over the student's logits
+    instead (fp32, contiguous), as Megatron's cross-entropy does: they must not be used afterwards.
     """
 
     @staticmethod

@@ -36,8 +36,8 @@ def test_this_megatron_falls_back_to_torch_adamw():
 
 
 def test_fixes_follow_the_fallback_not_the_gpu():
-    result = subprocess.run([sys.executable, "-c", INSTALL_WITH_A_GPU], capture_output=True, text=True, cwd=REPO,
-                            env=clean_env({"PYTHONPATH": str(REPO)}), timeout=300)  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", INSTALL_WITH_A_GPU], capture_output=True, text=True, check=False,
+                            cwd=REPO, env=clean_env({"PYTHONPATH": str(REPO)}), timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["fallback"] is True  # this environment: no Transformer Engine, no Apex

@@ -163,7 +163,7 @@ def test_random_init_at_tp2_is_deterministic(train_model, corpus, tmp_path, mega
 
 @pytest.fixture(scope="module")
 def initial_weights(train_model, corpus, tmp_path_factory):
-    """The random initialisation at PP=1 (one process), saved by a step at learning rate 0 (AdamW then changes nothing)."""
+    """The random initialisation at PP=1 (one process), saved after a step at learning rate 0 (changing nothing)."""
     run = tmp_path_factory.mktemp("random_init") / "pp1"
     train(train_model, run, corpus, "model.init=random", "train.steps=1", "train.lr=0", "train.min_lr=0")
     return parameters(run / "final")
