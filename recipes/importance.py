@@ -7,14 +7,15 @@ DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl
 cut into ``calib.num_samples`` consecutive windows of ``calib.seq_length`` tokens. The scores are
 estimated on the sharded model at any TP/PP/DP (:mod:`minitron.prune.importance`) and SCORES gets
 ``importance.safetensors`` + ``importance.json`` (:class:`~minitron.prune.scores.ImportanceScores`),
-``config.yaml`` and PNG plots. The last stdout line is one JSON object with the paths and timings.
+``config.yaml`` and PNG plots, written into ``SCORES.partial`` and renamed into place at the end: a run
+killed mid-way leaves SCORES as it was, and its rerun needs no ``overwrite=true``. The last stdout line is
+one JSON object with the paths and timings.
 """
 
 import hashlib
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import OmegaConf
 
 from minitron import runtime
@@ -60,12 +61,16 @@ def main(cfg) -> None:
                            windows_sha256=hashlib.sha256(windows.numpy().tobytes()).hexdigest(),
                            versions=runtime.versions())  # fmt: skip
         result = {"output": str(output), "scores": str(output / SCORES_FILE), "meta": str(output / META_FILE)}
-        if ctx.is_main:
-            scores.save(output)
-            (output / "config.yaml").write_text(resolved)
-            if cfg.importance.plots:
-                result["plots"] = [str(path) for path in plots.save_plots(scores, output)]
-        torch.distributed.barrier()
+        # output was refused above unless empty or overwrite=true; no minitron.json holds the key "importance",
+        # so begin_output never finds it up to date (None)
+        staging = checkpoint.begin_output(output, "importance", overwrite=True)
+        with checkpoint.staged(staging):
+            if ctx.is_main:
+                scores.save(staging)
+                (staging / "config.yaml").write_text(resolved)
+                if cfg.importance.plots:
+                    result["plots"] = [str(output / path.name) for path in plots.save_plots(scores, staging)]
+        checkpoint.finish_output(staging, output)
         result.update(base_loss=scores.base_loss, windows=len(windows), seq_length=cfg.calib.seq_length,
                       load_seconds=round(load_seconds, 3), seconds=scores.meta["seconds"])  # fmt: skip
         seconds, passes = scores.meta["seconds"]["total"], scores.meta["forward_passes"]

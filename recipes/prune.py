@@ -2,7 +2,7 @@
 
     minitron prune model.path=HF_DIR data.path=calib.jsonl output=STUDENT prune.hidden_size=3072 prune.ffn_hidden_size=9216
     minitron prune prune=llama31_8b_to_4b_depth model.path=HF_DIR data.path=calib.jsonl output=STUDENT
-    minitron prune ... prune.scores=PREVIOUS_STUDENT_OR_SCORES_DIR   # reuse saved scores: no forward passes
+    minitron prune ... prune.scores=PREVIOUS_STUDENT_OR_SCORES_DIR   # this model's saved scores: no forward passes
     torchrun --nproc-per-node 2 $(which minitron) prune ... parallel.tp=2   # importance at any TP/PP/DP
 
 STUDENT is a Hugging Face directory (it loads in transformers and in minitron at any layout) with
@@ -40,6 +40,24 @@ def fingerprint(cfg, source) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def check_scores_model(scores: ImportanceScores, directory, source) -> None:
+    """Refuse ``prune.scores=directory`` unless its scores were computed on ``source`` (the fingerprint that
+    ``minitron importance`` and ``minitron prune`` record in importance.json as ``model_fingerprint``)."""
+    recorded, fingerprint = scores.meta.get("model_fingerprint"), source.fingerprint()
+    fix = f"rerun `minitron importance model.path={source.path} output=SCORES_DIR` and pass prune.scores=SCORES_DIR"
+    if recorded is None:
+        raise MinitronError(
+            f"prune.scores={directory} does not record the model it was computed on "
+            f"(no model_fingerprint in importance.json); {fix}"
+        )
+    if recorded != fingerprint:
+        where = f"{scores.meta['model_path']}, " if scores.meta.get("model_path") else ""
+        raise MinitronError(
+            f"prune.scores={directory} were computed on another model ({where}model_fingerprint {recorded}) than "
+            f"model.path={source.path} (fingerprint {fingerprint}); {fix}"
+        )
+
+
 @hydra.main(config_path=schema.CONF_DIR, config_name="prune", version_base=None)
 @runtime.stage
 def main(cfg) -> None:
@@ -57,8 +75,9 @@ def main(cfg) -> None:
     depth_metrics, window_sizes = needed_depth_metrics(arch, targets)
     scores = ImportanceScores.load(Path(cfg.prune.scores)) if cfg.prune.scores else None
     if scores is not None:
+        check_scores_model(scores, cfg.prune.scores, source)
         check_scores_cover(scores, arch, targets, cfg.prune.scores, source.path, cfg.data.path)
-    if scores is None:
+    else:
         check_sequence_length(arch, "calib.seq_length", cfg.calib.seq_length)
         windows = calibration_windows(source, cfg.data.path, cfg.data.text_field, cfg.calib.num_samples, cfg.calib.seq_length)
 
@@ -80,7 +99,8 @@ def main(cfg) -> None:
                     (cfg.importance.batch_aggregation, cfg.importance.seq_aggregation),
                     depth_metrics, window_sizes, cfg.importance.loss_num_samples,
                 )  # fmt: skip
-                scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path))
+                scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
+                                   model_fingerprint=source.fingerprint())  # fmt: skip
             plan = plan_pruning(arch, scores, targets, tp=cfg.parallel.tp)
             summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune))}
             if ctx.is_main:

@@ -84,7 +84,7 @@ class PruneSettings:
     depth_metric: str = "window_loss"  # window_loss: contiguous run with the lowest LM loss (the paper's best) | layer_loss | block_influence
     ranking: str = "importance"  # importance | random (the ablation baseline, seeded)
     seed: int = 0  # seed of the random ranking
-    scores: Optional[str] = None  # directory with saved importance scores: skip the forward passes
+    scores: Optional[str] = None  # saved importance scores of this model (fingerprint checked): no forward passes
 
     def targets(self):
         from minitron.prune.plan import PruneTargets

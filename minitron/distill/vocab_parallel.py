@@ -101,13 +101,25 @@ def log_softmax(logits: torch.Tensor, temperature: float = 1.0, group=None) -> t
     return scaled - (shift + all_reduce_sum(sum_exp, group).log())
 
 
-CHUNK_BYTES = 1 << 24  # on CPU the fused KL works through tokens in pieces of ~16 MB per tensor
+TEMPORARIES_BUDGET_BYTES = 1 << 30
+"""Default budget (1 GiB, on every device) of the temporaries of a computation over the vocabulary taken in token
+chunks (:func:`token_chunks`). A tensor ``[tokens, vocab/tp]`` in fp32 is 4.2 GB at TP=1, 8192 tokens and a
+128k vocabulary, and the forward KL in one slice holds five of them (~21 GB); in chunks only the outputs are
+that large (the KL's gradient), the temporaries stay within the budget whatever the sequence length."""
+KL_TEMPORARIES = 4  # [tokens, vocab] temporaries of one forward-KL chunk: scaled s and t, q, (t - s) * q
 
 
-def _token_chunks(num_tokens: int, vocab: int, device: torch.device) -> list[slice]:
-    if device.type != "cpu":
-        return [slice(0, num_tokens)]
-    step = max(1, CHUNK_BYTES // (4 * vocab))
+def token_chunk_size(vocab: int, temporaries: int, element_bytes: int = 4,
+                     budget_bytes: int = TEMPORARIES_BUDGET_BYTES) -> int:  # fmt: skip
+    """Tokens per chunk such that ``temporaries`` tensors ``[tokens, vocab]`` of ``element_bytes`` per entry (4: fp32,
+    8: fp64) fit in ``budget_bytes``; at least one token. ``vocab`` is this rank's share of the vocabulary."""
+    return max(1, budget_bytes // (temporaries * element_bytes * vocab))
+
+
+def token_chunks(num_tokens: int, vocab: int, temporaries: int, element_bytes: int = 4,
+                 budget_bytes: int = TEMPORARIES_BUDGET_BYTES) -> list[slice]:  # fmt: skip
+    """Consecutive slices covering ``range(num_tokens)`` of :func:`token_chunk_size` tokens (the last may be less)."""
+    step = token_chunk_size(vocab, temporaries, element_bytes, budget_bytes)
     return [slice(start, min(start + step, num_tokens)) for start in range(0, num_tokens, step)]
 
 
@@ -128,17 +140,17 @@ class _ForwardKL(torch.autograd.Function):
     With scaled logits ``s``, ``t`` and their log-partition functions ``lse`` over the whole vocabulary (from
     each rank's, all-reduced): ``KL = sum_v q_v (t_v - s_v) - lse_t + lse_s`` (the sum all-reduced). Every
     TP rank returns the same ``[...]``; the backward pass needs no communication. Tokens are processed in
-    chunks (all at once on GPU) so that temporaries stay small and the only vocabulary-sized allocation is
-    the gradient; with ``inplace`` it is written over the student's logits instead (fp32, contiguous), as
-    Megatron's cross-entropy does: they must not be used afterwards.
+    chunks (:func:`token_chunks`, on every device) so that temporaries stay within ``budget_bytes`` and the
+    only vocabulary-sized allocation is the gradient; with ``inplace`` it is written over the student's logits
+    instead (fp32, contiguous), as Megatron's cross-entropy does: they must not be used afterwards.
     """
 
     @staticmethod
-    def forward(ctx, student, teacher, temperature, group, inplace):
+    def forward(ctx, student, teacher, temperature, group, inplace, budget_bytes):
         vocab = student.shape[-1]
         dtype = torch.promote_types(student.dtype, torch.float32)
         s_all, t_all = student.reshape(-1, vocab), teacher.reshape(-1, vocab)
-        chunks = _token_chunks(s_all.shape[0], vocab, student.device)
+        chunks = token_chunks(s_all.shape[0], vocab, KL_TEMPORARIES, dtype.itemsize, budget_bytes)
 
         def scaled(logits, rows):
             chunk = logits[rows].to(dtype)
@@ -171,14 +183,15 @@ class _ForwardKL(torch.autograd.Function):
     def backward(ctx, grad_kl):
         (grad,) = ctx.saved_tensors
         grad.mul_(grad_kl.reshape(-1, 1).to(grad.dtype))  # in place, as Megatron's cross-entropy (one backward)
-        return grad.view(ctx.shape).to(ctx.student_dtype), None, None, None, None
+        return grad.view(ctx.shape).to(ctx.student_dtype), None, None, None, None, None
 
 
 def forward_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, group=None,
-               inplace: bool = False) -> torch.Tensor:  # fmt: skip
+               inplace: bool = False, budget_bytes: int = TEMPORARIES_BUDGET_BYTES) -> torch.Tensor:  # fmt: skip
     """KL(teacher || student) per token ``[...]`` of vocab-parallel logits ``[..., vocab/tp]`` (no gradient to
-    the teacher's). ``inplace``: overwrite ``student`` with its gradient (saves a logits-sized tensor)."""
-    return _ForwardKL.apply(student, teacher.detach(), temperature, group, inplace)
+    the teacher's). ``inplace``: overwrite ``student`` with its gradient (saves a logits-sized tensor).
+    ``budget_bytes``: memory for the temporaries of each token chunk."""
+    return _ForwardKL.apply(student, teacher.detach(), temperature, group, inplace, budget_bytes)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, group=None) -> torch.Tensor:

@@ -10,6 +10,10 @@ With a teacher (``eval.teacher``), the same predicted positions also give ``kl``
 KL(teacher || model) = sum_v q_v (log q_v - log p_v) of the next-token distributions (temperature 1,
 natural log; computed on vocab-parallel logits by :func:`minitron.distill.losses.forward_kl`), and
 ``teacher_loss``, the teacher's held-out loss on those windows. Teacher and model must share the tokenizer.
+
+Losses and KL are taken a chunk of tokens at a time (:func:`minitron.distill.vocab_parallel.token_chunks`), so
+that their fp32 temporaries stay within a byte budget (1 GiB by default) on every device, whatever the
+sequence length: beyond the logits themselves, nothing ``[tokens, vocabulary]``-sized is allocated.
 """
 
 from __future__ import annotations
@@ -108,6 +112,31 @@ def summarize(loss_sum: float, tokens: int) -> dict:
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "tokens": tokens}
 
 
+LM_LOSS_TEMPORARIES = 1  # [tokens, vocab] temporaries of a cross-entropy chunk: its fp32 copy, worked on in place
+
+
+def language_model_loss(model, labels: torch.Tensor, logits: torch.Tensor,
+                        budget_bytes: Optional[int] = None) -> torch.Tensor:  # fmt: skip
+    """Per-token loss ``[b, s]``: ``model``'s own (Megatron) cross-entropy of ``labels`` ``[b, s]`` under this TP
+    rank's ``logits`` ``[b, s, v/tp]``, a chunk of tokens at a time within ``budget_bytes`` of temporaries
+    (default :data:`~minitron.distill.vocab_parallel.TEMPORARIES_BUDGET_BYTES`). ``logits`` are not modified.
+
+    Collective over the TP group: every TP rank of the last pipeline stage calls it.
+    """
+    from minitron.distill.vocab_parallel import TEMPORARIES_BUDGET_BYTES, token_chunks
+
+    batch, seq, vocab = logits.shape
+    tokens = logits.reshape(batch * seq, 1, vocab)  # [tokens, b=1, v/tp]: Megatron's [s, b, v] layout
+    token_labels = labels.to(logits.device).reshape(1, batch * seq)
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    loss = torch.empty(batch * seq, dtype=torch.float32, device=logits.device)
+    budget = TEMPORARIES_BUDGET_BYTES if budget_bytes is None else budget_bytes
+    for rows in token_chunks(batch * seq, vocab, LM_LOSS_TEMPORARIES, dtype.itemsize, budget):
+        chunk = tokens[rows].to(dtype, copy=True)  # Megatron's cross-entropy shifts and exponentiates it in place
+        loss[rows] = model.compute_language_model_loss(token_labels[:, rows], chunk).reshape(-1)
+    return loss.view(batch, seq)
+
+
 def _labels_and_mask(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.roll(windows, shifts=-1, dims=1)
     mask = torch.ones_like(windows, dtype=torch.float32)
@@ -148,13 +177,16 @@ def megatron_heldout_loss(model, windows: torch.Tensor, micro_batch_size: int, p
             totals[1] += float(mask.sum())
         bar.update(1)
 
+    def score(batch, logits):
+        accumulate(batch, language_model_loss(model, batch["labels"], logits))
+
     if teacher is None:
         # batches differ in size only at the end: run full ones together, the remainder alone
         groups: dict[int, list] = {}
         for batch in batches:
             groups.setdefault(len(batch["tokens"]), []).append(batch)
         for size, group in groups.items():
-            forward_only(model, group, len(group), windows.shape[1], size, accumulate, with_labels=True)
+            forward_only(model, group, len(group), windows.shape[1], size, score, with_labels=False)
     else:
         for batch in batches:
             forward_pair(model, teacher, batch, partial(_score_pair, model, teacher, accumulate))
@@ -171,14 +203,13 @@ def _score_pair(model, teacher, accumulate, batch: dict, logits: torch.Tensor, t
     """Per-token loss, KL(teacher || model) and teacher loss ``[b, s]`` of one micro-batch's logits ``[b, s, v/tp]``.
 
     Every TP rank of the last stage runs this (the reductions are collective over the TP group). Each loss
-    is the model's own Megatron cross-entropy, as :func:`megatron_heldout_loss` without a teacher; it reads
-    ``[s, b, v/tp]`` logits, so it gets a copy, and the KL then overwrites the model's logits.
+    is the model's own Megatron cross-entropy (:func:`language_model_loss`), as without a teacher; the KL, last,
+    overwrites the model's logits. All three go through the tokens in chunks within the temporaries budget.
     """
     from minitron.distill import losses, vocab_parallel
 
-    labels = batch["labels"].to(logits.device)
-    loss = model.compute_language_model_loss(labels, logits.transpose(0, 1).contiguous())
-    teacher_loss = teacher.compute_language_model_loss(labels, teacher_logits.transpose(0, 1).contiguous())
+    loss = language_model_loss(model, batch["labels"], logits)
+    teacher_loss = language_model_loss(teacher, batch["labels"], teacher_logits)
     kl = losses.forward_kl(logits, teacher_logits, 1.0, vocab_parallel.tp_group(), inplace=True)
     accumulate(batch, loss, kl, teacher_loss)
 

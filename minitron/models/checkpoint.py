@@ -136,6 +136,47 @@ def load_hf_weights(model, source: ModelSource) -> None:
             param.copy_(hf_weights.shard(name, param, full, tp_rank, tp))
 
 
+def _init_method(model, arch: ModelArch, name: str):
+    """Megatron's initialiser (from the model's config) of parameter ``name``; None for norms (1) and biases (0)."""
+    config = model.config
+    if name.endswith(("layernorm.weight", "layer_norm_weight", ".bias")):
+        return None
+    if name == "embedding.word_embeddings.weight" or (name == "output_layer.weight" and arch.tie_word_embeddings):
+        return config.embedding_init_method
+    if name.endswith(("self_attention.linear_proj.weight", "mlp.linear_fc2.weight")):
+        return config.output_layer_init_method
+    return config.init_method
+
+
+def init_random_weights(model, source: ModelSource, seed: int) -> None:
+    """Megatron's initialisation of this rank's shard, the same in every TP x PP layout.
+
+    Megatron draws each shard from its process's RNG stream, so the weights depend on the layout (each pipeline
+    stage starts from the same state; on GPU each TP rank draws its own shard). Here each full (TP=1) parameter
+    is drawn on CPU in fp32 by the config's initialiser (``embedding_init_method`` for the embedding and a tied
+    LM head, ``output_layer_init_method`` for ``linear_proj``/``linear_fc2``, ``init_method`` for the other
+    matrices; norms 1, biases 0), from a generator seeded by ``seed`` and the parameter's Hugging Face name(s)
+    (global layer numbers), then sharded like a loaded tensor: any TP/PP gives exactly the TP=1, PP=1 weights.
+    Peak memory beyond the shard: one full tensor.
+    """
+    from megatron.core import parallel_state
+
+    tp, tp_rank = parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_rank()
+    for name, param in model.named_parameters():
+        key = ",".join(hf_weights.parameter_mapping(model, source.arch, name).hf_names)  # the layout-free name
+        method = _init_method(model, source.arch, name)
+        full = torch.empty(hf_weights.full_shape(name, param, tp), dtype=torch.float32)
+        if method is None:
+            full.fill_(0.0 if name.endswith(".bias") else 1.0)
+        else:
+            digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+            with torch.random.fork_rng(devices=[]):  # the process's RNG state is left as it was
+                torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+                method(full)
+        with torch.no_grad():
+            param.copy_(hf_weights.shard(name, param, full, tp_rank, tp))
+
+
 def load_megatron_weights(model, source: ModelSource) -> None:
     """Load a minitron Megatron checkpoint into this rank's shard (any TP/PP: it reshards)."""
     from megatron.core import dist_checkpointing
@@ -161,12 +202,15 @@ def load_megatron_weights(model, source: ModelSource) -> None:
 def load_model(source: ModelSource, tp: int, pp: int, dtype: Optional[torch.dtype] = None):
     """Build this rank's ``GPTModel`` shard for ``source`` and load its weights.
 
-    A ``source`` opened with ``init="random"`` keeps Megatron's initialisation (normal(0, 0.02), output
-    projections scaled by 1/sqrt(2 * num_layers), norms 1) from the current RNG state: no weights are read."""
+    A ``source`` opened with ``init="random"`` gets Megatron's initialisation (normal(0, 0.02), output
+    projections scaled by 1/sqrt(2 * num_layers), norms 1) seeded by the seed torch was last seeded with
+    (:func:`minitron.parallel.setup_distributed`'s: ``train.seed``), the same at any TP/PP
+    (:func:`init_random_weights`): no weights are read."""
     from minitron.models.megatron_gpt import build_gpt_model
 
     model = build_gpt_model(source.arch, tp, pp, dtype or source.dtype)
     if source.init == "random":
+        init_random_weights(model, source, torch.initial_seed())
         return model
     if source.kind == "hf":
         load_hf_weights(model, source)

@@ -1,16 +1,16 @@
-"""Megatron-Core on CPU: the compatibility layer, in one place.
+"""Megatron-Core without CUDA, and without Apex/Transformer Engine: the compatibility layer, in one place.
 
 Megatron-Core 0.16 assumes CUDA in a few places. On a machine without a GPU, :func:`apply` patches
 exactly those places so that the same code runs over gloo in fp32 (what we measured is in
-``shared/docs/design.md``, "Megatron-Core on CPU"). It is applied by
-:func:`minitron.parallel.setup_distributed` only when ``torch.cuda.is_available()`` is false, and never
-on a GPU machine.
+``shared/docs/design.md``, "Megatron-Core on CPU"). :func:`minitron.parallel.setup_distributed` calls
+:func:`apply` in every process; the CPU patches (:data:`CPU_PATCHES`) are applied only when
+``torch.cuda.is_available()`` is false, never on a GPU machine.
 
 Each patch checks that the thing it patches still exists and raises :class:`CpuCompatError` naming it
 when it does not, so a Megatron-Core upgrade that moves one of them fails loudly (and the tests in
 ``tests/parallel/test_cpu_compat.py`` fail) instead of silently running CUDA code paths.
 
-Patches:
+CPU patches:
   current_device   ``torch.cuda.current_device()`` -> ``"cpu"`` (Megatron passes it as ``device=``).
   synchronize      ``torch.cuda.synchronize()`` -> no-op.
   tensor_cuda      ``Tensor.cuda()`` -> identity (tied embeddings under PP call it).
@@ -20,8 +20,10 @@ Patches:
   tensor_type      ``Tensor.type()`` answers ``torch.cuda.FloatTensor`` for CPU tensors, to callers in
                    ``megatron.core`` only (the optimizer checks parameter types by that string).
 
-The distributed optimizer falls back to ``torch.optim.AdamW`` without Apex/Transformer Engine, and
-its checkpoint load then needs three fixes (probe P4-P6, measured with ``fully_reshardable``):
+Without Apex and Transformer Engine (no FusedAdam to import: :func:`torch_adamw_fallback`, on a GPU
+machine as on CPU) Megatron-Core's optimizer falls back to ``torch.optim.AdamW``, and the distributed
+optimizer's checkpoint load then needs three fixes (:data:`TORCH_ADAMW_PATCHES`; probe P4-P6, measured
+with ``fully_reshardable``):
   distopt_init_state  ``sharded_state_dict(is_loading=True)`` on a fresh optimizer: create the Adam
                       state (and AdamW's ``step``) first; ``state_dict()`` asserts one common step.
   distopt_copy_state  copying loaded tensors into the live state: skip AdamW's ``step`` (the checkpoint
@@ -221,22 +223,47 @@ def _patch_distopt_untie_step() -> str:
     return "DistributedOptimizer.load_state_dict"
 
 
-PATCHES = {
+def torch_adamw_fallback() -> bool:
+    """True when Megatron-Core's optimizers are torch's Adam/AdamW: neither Transformer Engine's nor Apex's
+    ``FusedAdam`` imports. Read from ``HAVE_APEX_OR_TE`` of ``megatron.core.optimizer.distrib_optimizer``, the
+    flag on which the distributed optimizer's (de)serialisation of ``step`` branches (it is set by the same
+    imports as ``USING_PYTORCH_OPTIMIZER`` of ``megatron.core.optimizer``, which picks the optimizer class)."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    have_fused_adam = getattr(distrib_optimizer, "HAVE_APEX_OR_TE", None)
+    if not isinstance(have_fused_adam, bool):
+        raise CpuCompatError(
+            "torch_adamw_fallback: megatron.core.optimizer.distrib_optimizer.HAVE_APEX_OR_TE gone; "
+            "find how this Megatron-Core chooses between FusedAdam and torch's AdamW"
+        )
+    return not have_fused_adam
+
+
+CPU_PATCHES = {
     "torch_cuda": _patch_torch_cuda,
     "rng_fork": _patch_rng_fork,
     "cuda_factories": _patch_cuda_factories,
     "tensor_type": _patch_tensor_type,
+}
+TORCH_ADAMW_PATCHES = {
     "distopt_init_state": _patch_distopt_init_state,
     "distopt_copy_state": _patch_distopt_copy_state,
     "distopt_untie_step": _patch_distopt_untie_step,
 }
+PATCHES = {**CPU_PATCHES, **TORCH_ADAMW_PATCHES}
+
+
+def needed() -> dict:
+    """The patches this process needs: the CPU ones without a GPU, the torch-AdamW ones on its fallback."""
+    patches = {} if torch.cuda.is_available() else dict(CPU_PATCHES)
+    if torch_adamw_fallback():
+        patches.update(TORCH_ADAMW_PATCHES)
+    return patches
 
 
 def apply() -> dict[str, str]:
-    """Apply every patch once (idempotent); returns {patch: what it patched}. CPU-only machines only."""
-    if torch.cuda.is_available():
-        raise CpuCompatError("the CPU compatibility layer must not be applied on a machine with a GPU")
-    for name, patch in PATCHES.items():
+    """Apply every :func:`needed` patch once (idempotent); returns {patch: what it patched}."""
+    for name, patch in needed().items():
         if name not in _applied:
             _applied[name] = patch()
     return dict(_applied)

@@ -2,8 +2,9 @@
 
 Under ``torchrun`` the rendezvous comes from its environment (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``...); a plain ``python``/``minitron`` run is a world of one process. On GPU the backend
-is NCCL with one device per local rank; without a GPU it is gloo and the CPU compatibility layer
-(:mod:`minitron.parallel.cpu_compat`) is applied.
+is NCCL with one device per local rank; without a GPU it is gloo. The compatibility layer
+(:mod:`minitron.parallel.cpu_compat`) applies what this process needs: its CPU patches without a GPU, its
+distributed-optimizer fixes wherever Megatron-Core falls back to torch's AdamW.
 """
 
 from __future__ import annotations
@@ -68,10 +69,9 @@ def setup_distributed(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelCon
             # a plain one-process run: a private rendezvous that leaves the environment untouched
             **({} if launched else dict(init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)),
         )
-    if not use_gpu:
-        from minitron.parallel import cpu_compat
+    from minitron.parallel import cpu_compat
 
-        cpu_compat.apply()
+    cpu_compat.apply()  # CPU patches without a GPU; the torch-AdamW checkpoint fixes with or without one
     if parallel_state.model_parallel_is_initialized():
         if (
             parallel_state.get_tensor_model_parallel_world_size() != tp

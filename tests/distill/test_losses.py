@@ -130,3 +130,35 @@ def test_inplace_kl_after_cross_entropy_gives_the_same_gradients():
         assert torch.equal(logits, student) != inplace  # overwritten only in place
     for expected, got in zip(*results):
         assert torch.allclose(expected, got, atol=1e-6, rtol=0)
+
+
+def test_token_chunks_bound_the_temporaries_whatever_the_device():
+    """At TP=1, 8192 tokens and Llama 3's vocabulary of 128256, one fp32 [tokens, vocab] tensor is 4.2 GB: the
+    chunk size comes from the byte budget alone (no device in the rule), so a GPU gets chunks as a CPU does."""
+    vocab, tokens, temporaries = 128256, 8192, vocab_parallel.KL_TEMPORARIES
+    assert vocab_parallel.TEMPORARIES_BUDGET_BYTES == 1 << 30
+    size = vocab_parallel.token_chunk_size(vocab, temporaries)
+    assert size == (1 << 30) // (temporaries * 4 * vocab) == 523
+    chunks = vocab_parallel.token_chunks(tokens, vocab, temporaries)
+    assert len(chunks) == 16 and [c.start for c in chunks] == list(range(0, tokens, 523)) and chunks[-1].stop == tokens
+    assert vocab_parallel.token_chunk_size(vocab, temporaries, element_bytes=8) == 261  # fp64 logits
+    assert vocab_parallel.token_chunk_size(vocab, temporaries, budget_bytes=1) == 1  # at least one token
+    assert len(vocab_parallel.token_chunks(10, 64, 1, budget_bytes=1 << 40)) == 1
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_forward_kl_in_many_chunks_equals_one_slice(temperature):
+    generator = torch.Generator().manual_seed(5)
+    student, teacher = torch.randn(7, 3, 64, generator=generator) * 3, torch.randn(7, 3, 64, generator=generator) * 3
+    budget = 2 * vocab_parallel.KL_TEMPORARIES * 4 * 64  # two tokens a chunk
+    assert len(vocab_parallel.token_chunks(21, 64, vocab_parallel.KL_TEMPORARIES, budget_bytes=budget)) == 11
+    results = []
+    for budget_bytes in (1 << 40, budget):  # one slice, then 11 chunks
+        leaf = student.clone().requires_grad_()
+        kl = vocab_parallel.forward_kl(leaf * 1.0, teacher, temperature, budget_bytes=budget_bytes)
+        (kl * torch.linspace(0.5, 2.0, 21).view(7, 3)).sum().backward()
+        results.append((kl.detach(), leaf.grad))
+    (one_kl, one_grad), (chunked_kl, chunked_grad) = results
+    assert one_kl.min() > 0.1  # far from zero: a real comparison
+    assert torch.allclose(chunked_kl, one_kl, atol=1e-6, rtol=0)
+    assert torch.allclose(chunked_grad, one_grad, atol=1e-6, rtol=0)

@@ -44,6 +44,26 @@ def test_loss_equals_transformers(tiny_models, megatron_world):
         assert abs(ours["loss"] - reference["loss"]) < 1e-5
 
 
+def test_language_model_loss_in_many_chunks_equals_megatron_one_slice(tiny_models, megatron_world):
+    """The held-out loss is the model's own Megatron cross-entropy, taken a few tokens at a time within the
+    temporaries budget; the logits are left as they were (Megatron's cross-entropy works in place)."""
+    from minitron.distill import vocab_parallel
+    from minitron.models.checkpoint import load_model, open_model
+
+    model = load_model(open_model(tiny_models["llama31"]), 1, 1, torch.float32).eval()
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 10, 256, generator=generator) * 4  # [b, s, vocab]
+    labels = torch.randint(0, 256, (3, 10), generator=generator)
+    before = logits.clone()
+    one_slice = model.compute_language_model_loss(labels, logits.transpose(0, 1).contiguous())  # [b, s]
+    budget = 4 * heldout.LM_LOSS_TEMPORARIES * 4 * 256  # four tokens a chunk: 8 chunks of 30 tokens
+    assert len(vocab_parallel.token_chunks(30, 256, heldout.LM_LOSS_TEMPORARIES, budget_bytes=budget)) == 8
+    chunked = heldout.language_model_loss(model, labels, logits, budget_bytes=budget)
+    assert chunked.shape == (3, 10) and one_slice.min() > 0.5
+    assert torch.allclose(chunked, one_slice, atol=1e-6, rtol=0)
+    assert torch.equal(logits, before)
+
+
 def test_eval_cli_with_reference(tiny_models, text_file):
     result = run_cli("eval", f"model.path={tiny_models['qwen2']}", f"data.path={text_file}",
                      "eval.seq_length=64", "eval.max_windows=10", "eval.reference=true")  # fmt: skip

@@ -8,13 +8,15 @@ and runs the model with layers removed from ``model.layers`` (loss metrics).
 
 import functools
 import json
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TESTS, last_json, run_cli, run_torchrun
+from conftest import REPO, TESTS, clean_env, last_json, run_cli, run_torchrun
 from minitron.errors import MinitronError
 
 sys.path.insert(0, str(TESTS / "workers"))
@@ -260,3 +262,34 @@ def test_cli_writes_scores_and_plots_and_refuses_short_data(tiny_models, text_fi
     assert short.returncode == 2
     assert "calibration data shorter than asked" in short.stderr and "calib.num_samples=100000" in short.stderr
     assert not (tmp_path / "short").exists()
+
+
+# SIGKILLs the importance run once the scores are written, before its config and plots: a run killed mid-way
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+from minitron.prune import plots
+plots.save_plots = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+import recipes.importance
+sys.argv = ["minitron-importance", *sys.argv[1:]]
+recipes.importance.main()
+"""
+
+
+def test_killed_run_leaves_no_output_and_a_rerun_needs_no_overwrite(tiny_models, text_file, tmp_path):
+    out = tmp_path / "scores"
+    args = [f"model.path={tiny_models['llama31']}", f"data.path={text_file}", "calib.seq_length=32",
+            "calib.num_samples=4", "calib.micro_batch_size=2", "importance.window_sizes=[2]",
+            f"output={out}"]  # fmt: skip
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, *args], capture_output=True, text=True,
+                            check=False, cwd=REPO, env=clean_env({"PYTHONPATH": str(REPO)}), timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not out.exists()  # never half-written: the scores went to the staging directory
+    assert (tmp_path / "scores.partial" / "importance.safetensors").is_file()
+
+    rerun = run_cli("importance", *args)  # no overwrite=true needed
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["importance.safetensors", "importance.json", "config.yaml", "importance_layers.png", "importance_units.png"]
+    )
+    assert not (tmp_path / "scores.partial").exists()
+    assert last_json(rerun.stdout)["scores"] == str(out / "importance.safetensors")

@@ -84,3 +84,38 @@ def test_prune_bad_input(overrides, message, tiny_models, long_text, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr.strip().splitlines()[-1]
     assert not out.exists() and not out.with_name("student.partial").exists()
+
+
+def test_scores_of_another_model_are_refused(tiny_models, long_text, tmp_path):
+    """Scores from `minitron importance` on one model; a model of the same architecture but other weights
+    (the same tiny Qwen2, another seed) refuses them, naming both fingerprints and the fix."""
+    from tiny_models import make_tiny_model, save_char_tokenizer
+
+    from minitron.models.checkpoint import open_model
+
+    model = tiny_models["qwen2"]
+    scores = tmp_path / "scores"
+    result = run_cli("importance", f"model.path={model}", f"data.path={long_text}", f"output={scores}",
+                     "calib.num_samples=4", "calib.seq_length=64", "calib.micro_batch_size=4",
+                     "importance.depth_metrics=[bi]")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((scores / "importance.json").read_text())["model_fingerprint"] == open_model(model).fingerprint()
+
+    other = make_tiny_model("qwen2", tmp_path / "other", seed=1)
+    save_char_tokenizer(other)
+    out = tmp_path / "student"
+    refused = run_cli("prune", f"model.path={other}", f"prune.scores={scores}", f"output={out}",
+                      "prune.ffn_hidden_size=64")  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line == (
+        f"error: prune.scores={scores} were computed on another model ({model}, model_fingerprint "
+        f"{open_model(model).fingerprint()}) than model.path={other} (fingerprint {open_model(other).fingerprint()}); "
+        f"rerun `minitron importance model.path={other} output=SCORES_DIR` and pass prune.scores=SCORES_DIR"
+    ), line
+    assert not out.exists() and not out.with_name("student.partial").exists()
+
+    accepted = run_cli("prune", f"model.path={model}", f"prune.scores={scores}", f"output={out}",
+                       "prune.ffn_hidden_size=64")  # fmt: skip
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["intermediate_size"] == 64

@@ -159,3 +159,38 @@ def test_random_init_at_tp2_is_deterministic(train_model, corpus, tmp_path, mega
     first, second = parameters(tmp_path / "tp2-a" / "final"), parameters(tmp_path / "tp2-b" / "final")
     for name, param in first.items():
         assert torch.equal(param, second[name]), name
+
+
+@pytest.fixture(scope="module")
+def initial_weights(train_model, corpus, tmp_path_factory):
+    """The random initialisation at PP=1 (one process), saved after a step at learning rate 0 (changing nothing)."""
+    run = tmp_path_factory.mktemp("random_init") / "pp1"
+    train(train_model, run, corpus, "model.init=random", "train.steps=1", "train.lr=0", "train.min_lr=0")
+    return parameters(run / "final")
+
+
+def test_a_step_at_learning_rate_zero_saves_the_initialisation(train_model, initial_weights, megatron_world):
+    from minitron.models.checkpoint import load_model, open_model
+    from minitron.parallel import setup_distributed
+
+    setup_distributed(1, 1, 1234)  # train.seed's default
+    built = dict(load_model(open_model(train_model, init="random"), 1, 1, torch.float32).named_parameters())
+    for name, param in initial_weights.items():
+        assert torch.equal(param, built[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["parallel.pp=2", "parallel.tp=2"])
+def test_random_init_is_the_same_in_every_layout(layout, train_model, corpus, initial_weights, tmp_path):
+    """Each parameter is drawn whole from a seed of (train.seed, its name with the global layer number), then
+    sharded: PP=2 (each stage builds its own layers) and TP=2 save exactly the PP=1 weights."""
+    command = [REPO / "minitron" / "cli.py", "train", f"model.path={train_model}", "model.init=random",
+               f"data.path={corpus}", "train.seq_length=32", "train.global_batch_size=4", "train.micro_batch_size=4",
+               "train.lr=0", "train.min_lr=0", "train.warmup_steps=0", "train.decay_style=constant", "train.steps=1",
+               "train.eval_interval=0", "logging.progress=false", "logging.tensorboard=false", layout,
+               f"output={tmp_path / 'run'}"]  # fmt: skip
+    assert last_json(run_torchrun(2, *command).stdout)["steps"] == 1
+    saved = parameters(tmp_path / "run" / "final")
+    assert saved.keys() == initial_weights.keys()
+    for name, param in initial_weights.items():
+        assert torch.equal(param, saved[name]), name
