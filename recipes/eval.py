@@ -4,7 +4,7 @@
     torchrun --nproc-per-node 2 $(which minitron) eval model.path=DIR data.path=FILE parallel.tp=2
     minitron eval model.path=DIR data.path=FILE eval.teacher=TEACHER_DIR
 
-DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl (field ``text``).
+DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt, .jsonl, .parquet or a directory of them.
 The loss definition is in :mod:`minitron.eval.heldout`. ``eval.reference=true`` also computes it
 with transformers on the same windows (HF directories only). The last stdout line is one JSON object
 with ``loss``, ``ppl`` and ``tokens``; with ``eval.teacher`` (same tokenizer, built in the model's layout
@@ -17,6 +17,7 @@ import hydra
 
 from minitron import runtime
 from minitron.config import schema
+from minitron.data.documents import read_texts
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 from minitron.models import checkpoint
@@ -42,11 +43,11 @@ def main(cfg) -> None:
     if cfg.eval.teacher:
         teacher_source = heldout.open_teacher(cfg.eval.teacher, source, tokenizer, cfg.parallel.tp, cfg.parallel.pp,
                                               cfg.eval.seq_length)  # fmt: skip
-    texts = heldout.read_texts(cfg.data.path, cfg.data.text_field)
+    texts = read_texts(cfg.data.path, cfg.data.text_field)
     windows = heldout.make_windows(heldout.tokenize(texts, tokenizer), cfg.eval.seq_length, cfg.eval.max_windows)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
-        dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+        dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
         runtime.log(f"eval {source.path} on {cfg.data.path}: {len(windows)} windows x {cfg.eval.seq_length} tokens, "
                     f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, {str(dtype).replace('torch.', '')}")
         model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)

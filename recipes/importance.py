@@ -3,7 +3,7 @@
     minitron importance model.path=DIR data.path=FILE output=SCORES [calib.num_samples=1024] [calib.seq_length=4096]
     torchrun --nproc-per-node 2 $(which minitron) importance model.path=DIR data.path=FILE output=SCORES parallel.tp=2
 
-DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl (field ``text``),
+DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt, .jsonl, .parquet or a directory of them,
 cut into ``calib.num_samples`` consecutive windows of ``calib.seq_length`` tokens. The scores are
 estimated on the sharded model at any TP/PP/DP (:mod:`minitron.prune.importance`) and SCORES gets
 ``importance.safetensors`` + ``importance.json`` (:class:`~minitron.prune.scores.ImportanceScores`),
@@ -47,7 +47,7 @@ def main(cfg) -> None:
 
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
-        dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+        dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
         runtime.log(f"importance of {source.path} on {cfg.data.path}: {len(windows)} windows x {cfg.calib.seq_length} "
                     f"tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, {str(dtype).replace('torch.', '')}")  # fmt: skip
         scores, load_seconds = compute_importance(

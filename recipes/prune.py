@@ -10,7 +10,6 @@ STUDENT is a Hugging Face directory (it loads in transformers and in minitron at
 parameters before and after, kept layers) and plots. The last stdout line is the summary as JSON.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -36,8 +35,7 @@ schema.register()
 def fingerprint(cfg, source) -> str:
     """What the student depends on: the teacher's files, the targets, the calibration settings."""
     settings = {k: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, k))) for k in ("data", "calib", "importance", "prune")}
-    blob = json.dumps({"model": source.fingerprint(), **settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return source.fingerprint(settings=settings)
 
 
 @hydra.main(config_path=schema.CONF_DIR, config_name="prune", version_base=None)
@@ -70,7 +68,7 @@ def main(cfg) -> None:
             return
         with checkpoint.staged(staging):
             if scores is None:
-                dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+                dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
                 runtime.log(f"importance of {source.path}: {len(windows)} windows x {cfg.calib.seq_length} tokens, "
                             f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, depth metrics {list(depth_metrics)}")  # fmt: skip
                 scores, _ = compute_importance(

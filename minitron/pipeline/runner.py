@@ -31,24 +31,15 @@ from typing import Optional
 from minitron import runtime
 from minitron.config.pipeline import PipelineCommand
 from minitron.errors import MinitronError
+from minitron.fsutil import write_json_atomic
 from minitron.pipeline.stages import Stage, plan_stages
+from minitron.pipeline.summary import build_report
 
 MANIFEST = "pipeline.json"
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Manifest:
@@ -203,8 +194,6 @@ def run_stage(
     )
     start = time.perf_counter()
     if stage.command == "report":
-        from minitron.pipeline.summary import build_report
-
         status, result = 0, build_report(cfg, stages, manifest.data, run_dir)
     else:
         argv = stage_command(stage, cfg.launcher)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from minitron.config.pipeline import PipelineCommand
+from minitron.fsutil import write_json_atomic
 from minitron.pipeline.report import write_report
 from minitron.pipeline.stages import Stage
-from minitron.pipeline.runner import write_json_atomic
 
 
 def _params(path: str) -> tuple:

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from minitron.data.documents import read_texts
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 from minitron.models.checkpoint import ModelSource, load_hf_weights, load_megatron_weights
@@ -16,7 +17,7 @@ from minitron.prune.scores import ImportanceScores
 
 def calibration_windows(source: ModelSource, data_path, text_field: str, num_samples: int, seq_length: int) -> torch.Tensor:
     """``[num_samples, seq_length]`` token windows of the calibration text (consecutive, no overlap)."""
-    texts = heldout.read_texts(data_path, text_field)
+    texts = read_texts(data_path, text_field)
     token_ids = heldout.tokenize(texts, load_tokenizer(source.carried_files))
     available = len(token_ids) // seq_length
     if available < num_samples:
