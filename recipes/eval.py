@@ -8,7 +8,8 @@ DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt, .jsonl, 
 The loss definition is in :mod:`minitron.eval.heldout`. ``eval.reference=true`` also computes it
 with transformers on the same windows (HF directories only). The last stdout line is one JSON object
 with ``loss``, ``ppl`` and ``tokens``; with ``eval.teacher`` (same tokenizer, built in the model's layout
-and dtype) also ``kl`` (mean KL(teacher || model) per token), ``teacher_loss`` and ``teacher`` (its path).
+and dtype) also ``kl`` (mean KL(teacher || model) per token), ``teacher_loss`` and ``teacher`` (its path);
+``versions`` names the software that computed it (:func:`minitron.runtime.versions`).
 """
 
 import time
@@ -63,6 +64,7 @@ def main(cfg) -> None:
             result["teacher"] = str(teacher_source.path)
         result["seconds"] = round(time.perf_counter() - start, 3)
         result.update(windows=len(windows), seq_length=cfg.eval.seq_length, dtype=str(dtype).replace("torch.", ""))
+        result["versions"] = runtime.versions()
         if cfg.eval.reference and ctx.is_main:
             reference = heldout.hf_heldout_loss(source.path, windows, cfg.eval.micro_batch_size)
             result["reference_loss"] = reference["loss"]

@@ -57,8 +57,7 @@ def main(cfg) -> None:
         )  # fmt: skip
         scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
                            model_fingerprint=source.fingerprint(), dtype=str(dtype).replace("torch.", ""),
-                           windows_sha256=hashlib.sha256(windows.numpy().tobytes()).hexdigest(),
-                           versions=runtime.versions())  # fmt: skip
+                           windows_sha256=hashlib.sha256(windows.numpy().tobytes()).hexdigest())  # fmt: skip
         result = {"output": str(output), "scores": str(output / SCORES_FILE), "meta": str(output / META_FILE)}
         if ctx.is_main:
             scores.save(output)

@@ -7,7 +7,7 @@
 
 STUDENT is a Hugging Face directory (it loads in transformers and in minitron at any layout) with
 ``importance.safetensors``/``importance.json`` (the scores), ``prune_summary.json`` (architecture and
-parameters before and after, kept layers) and plots. The last stdout line is the summary as JSON.
+parameters before and after, kept layers, software versions) and plots. The last stdout line is the summary as JSON.
 """
 
 import json
@@ -78,7 +78,8 @@ def main(cfg) -> None:
                 )  # fmt: skip
                 scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path))
             plan = plan_pruning(arch, scores, targets, tp=cfg.parallel.tp)
-            summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune))}
+            summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune)),
+                       "versions": runtime.versions()}  # fmt: skip
             if ctx.is_main:
                 runtime.log(f"student: {plan.student.params:,} parameters (from {arch.params:,}); "
                             f"non-embedding kept {summary['kept_fraction_non_embedding']:.1%}")  # fmt: skip

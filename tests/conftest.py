@@ -177,3 +177,32 @@ def prepare_rotating_corpus(directory: Path, model_dir, words: str, documents: i
     prefix = Path(directory) / "corpus"
     prepare_dataset(corpus, model_dir, prefix, workers=1, progress=False)
     return prefix
+
+
+def expected_versions() -> dict:
+    """The ``versions`` block every output must record, worked out here without minitron.runtime: the
+    packages this interpreter imports and the commit of this checkout (None outside a git checkout)."""
+    import importlib.util
+    import platform
+
+    import megatron.core
+    import torch
+    import transformers
+
+    import minitron
+
+    commit = None
+    if (REPO / ".git").exists():
+        git = ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
+    engine = None  # Transformer Engine counts only where it imports (GPU images)
+    if importlib.util.find_spec("transformer_engine") is not None:
+        try:
+            import transformer_engine
+
+            engine = transformer_engine.__version__
+        except Exception:  # installed but not importable here (as minitron.runtime judges it)
+            pass
+    return {"minitron": minitron.__version__, "minitron_commit": commit, "python": platform.python_version(),
+            "torch": torch.__version__, "megatron_core": megatron.core.__version__,
+            "transformers": transformers.__version__, "transformer_engine": engine}  # fmt: skip

@@ -1,7 +1,8 @@
 """Model checkpoints: Hugging Face directories and minitron's Megatron checkpoints, both ways.
 
 A **Hugging Face directory** holds ``config.json``, ``model.safetensors`` (or shards plus
-``model.safetensors.index.json``) and tokenizer files.
+``model.safetensors.index.json``) and tokenizer files; one that minitron wrote also ``minitron.json``
+(what it was made from, and the software versions that made it).
 
 A **Megatron checkpoint** (what ``minitron convert`` writes) is a directory::
 
@@ -31,6 +32,7 @@ from minitron.fsutil import replace_directory
 from minitron.models import hf_weights
 from minitron.models.arch import ModelArch, arch_from_hf_config, hf_config_from_arch, read_hf_config
 from minitron.models.safetensors_io import SafetensorsReader, StreamingSafetensorsWriter
+from minitron.runtime import versions
 
 FORMAT = "minitron-megatron-checkpoint"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".png")
@@ -263,6 +265,7 @@ def save_megatron_checkpoint(model, source: ModelSource, staging: Path, fingerpr
             "architecture": arch_from_hf_config(hf_config).to_dict(),
             "source": str(source.path),
             "source_fingerprint": fingerprint,
+            "versions": versions(),
         }
         if source.init != "pretrained":  # e.g. trained from random init: source gave only the architecture
             meta["init"] = source.init
@@ -317,6 +320,6 @@ def export_hf(model, arch: ModelArch, base_config: dict, carried_files: Path, st
         config.pop("quantization_config", None)
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         copy_carried_files(carried_files, staging)
-        provenance = {"format": "hf-export", "source_fingerprint": fingerprint}
+        provenance = {"format": "hf-export", "source_fingerprint": fingerprint, "versions": versions()}
         (staging / "minitron.json").write_text(json.dumps(provenance, indent=2))
     _barrier()

@@ -40,9 +40,12 @@ def compute_importance(
     window_sizes: Optional[Sequence[int]],
     loss_num_samples: Optional[int],
 ) -> tuple[ImportanceScores, float]:
-    """Load ``source`` into this rank's shard and estimate its importance; returns (scores, load seconds)."""
+    """Load ``source`` into this rank's shard and estimate its importance; returns (scores, load seconds).
+
+    ``scores.meta["versions"]`` records the software that computed them (:func:`minitron.runtime.versions`)."""
     from minitron.models.megatron_gpt import build_gpt_model
     from minitron.prune.importance import estimate_importance
+    from minitron.runtime import versions
 
     start = time.perf_counter()
     # the local layer spec (SDPA attention) on any device: the hooks need the norms as modules
@@ -54,4 +57,5 @@ def compute_importance(
         model, source.arch, windows, micro_batch_size, aggregation=aggregation,
         depth_metrics=depth_metrics, window_sizes=window_sizes, loss_num_samples=loss_num_samples,
     )  # fmt: skip
+    scores.meta["versions"] = versions()
     return scores, load_seconds

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import REPO, last_json, run_cli, run_torchrun
+from conftest import REPO, expected_versions, last_json, run_cli, run_torchrun
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 
@@ -36,6 +36,7 @@ def test_eval_cli_with_reference(tiny_models, text_file):
     assert out["tokens"] == 10 * 63 and out["windows"] == 10
     assert out["abs_diff"] < 1e-4
     assert abs(out["ppl"] - torch.tensor(out["loss"]).exp().item()) < 1e-3
+    assert out["versions"] == expected_versions()
 
 
 @pytest.mark.slow
