@@ -40,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from minitron.assets import asset_path, corpus_split_path
+    from minitron.data.documents import read_texts
     from minitron.eval import heldout
     from minitron.eval.forward import forward_only
     from minitron.models.checkpoint import load_model, open_model
@@ -54,7 +55,7 @@ def main() -> None:
     tokenizer = load_tokenizer(source.carried_files)
 
     def windows_of(split: str, count: int) -> torch.Tensor:
-        texts = heldout.read_texts(corpus_split_path("sotu", split))
+        texts = read_texts(corpus_split_path("sotu", split))
         return heldout.make_windows(heldout.tokenize(texts, tokenizer), 512, count)
 
     calib, held = windows_of("calib", args.calib), windows_of("heldout", args.heldout)
@@ -65,11 +66,11 @@ def main() -> None:
                  512, 4, lambda batch, out: None, with_labels=False)  # fmt: skip
     plain_forward = time.perf_counter() - start
     start = time.perf_counter()
-    width_scores = estimate_importance(teacher, source.arch, calib, 4, depth_metrics=("bi",))
+    width_scores = estimate_importance(teacher, source.arch, calib, 4, depth_metrics=("block_influence",))
     width_seconds = time.perf_counter() - start
     start = time.perf_counter()
     depth_scores = estimate_importance(teacher, source.arch, calib[: args.loss_calib], 4,
-                                       depth_metrics=("bi", "layer_loss", "window_loss"),
+                                       depth_metrics=("block_influence", "layer_loss", "window_loss"),
                                        window_sizes=(source.arch.num_layers - DEPTH_LAYERS,))  # fmt: skip
     depth_seconds = time.perf_counter() - start
     teacher_loss = heldout.megatron_heldout_loss(teacher, held, 4)["loss"]

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from minitron.errors import MinitronError
-from minitron.fsutil import open_permissions
+from minitron.fsutil import minitron_home, open_permissions, replace_directory, sha256_file
 
 MARKER = ".minitron-asset.json"
 SPLITS = ("calib", "train", "heldout")
@@ -70,12 +70,6 @@ T = TypeVar("T")
 
 def _print(msg: str) -> None:
     print(f"[assets] {msg}", flush=True)
-
-
-def minitron_home() -> Path:
-    """Root of the asset cache: ``$MINITRON_HOME``, default ``~/.cache/minitron``."""
-    root = os.environ.get("MINITRON_HOME") or "~/.cache/minitron"
-    return Path(root).expanduser().absolute()
 
 
 @dataclass(frozen=True)
@@ -388,14 +382,6 @@ def _download(asset: Asset, into: Path) -> Path:
     return path
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verify(asset: Asset, archive: Path) -> str:
     digest = sha256_file(archive)
     if digest != asset.sha256:
@@ -585,9 +571,7 @@ def _install(asset: Asset, log: Log) -> Path:
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
         (stage / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
         open_permissions(stage)
-        if dest.exists():
-            os.rename(dest, work / "old")
-        os.rename(stage, dest)
+        replace_directory(stage, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Optional
 
 from minitron.errors import MinitronError
 
@@ -59,21 +60,47 @@ def stage(fn):
 
 
 def versions() -> dict:
-    """Versions and git commit recorded next to every output."""
+    """Versions recorded next to every output: minitron (package version, and the git commit when it runs
+    from a git checkout of minitron), Python, torch, megatron-core, transformers and Transformer Engine
+    (None when it is not importable)."""
     import megatron.core
     import torch
     import transformers
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    import minitron
+
     return {
-        "minitron_commit": commit or None,
+        "minitron": minitron.__version__,
+        "minitron_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "megatron_core": megatron.core.__version__,
         "transformers": transformers.__version__,
+        "transformer_engine": _transformer_engine_version(),
     }
+
+
+def _git_commit() -> Optional[str]:
+    """The commit of the minitron checkout this code runs from; None for an installed package (even one that
+    sits inside some other git repository) or without git."""
+    checkout = Path(__file__).resolve().parents[1]
+    try:
+        top, commit = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True,
+            timeout=5,
+        ).stdout.split()  # fmt: skip
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return commit if Path(top).resolve() == checkout else None
+
+
+def _transformer_engine_version() -> Optional[str]:
+    import importlib.util
+
+    if importlib.util.find_spec("transformer_engine") is None:
+        return None
+    try:
+        import transformer_engine
+    except Exception:  # installed but not importable here (e.g. no CUDA): not what ran
+        return None
+    return getattr(transformer_engine, "__version__", None) or "unknown"

@@ -34,7 +34,7 @@ def main(cfg) -> None:
             runtime.log(f"{cfg.output} already holds this model converted from {source.path}: nothing to do")
         else:
             with checkpoint.staged(staging):
-                dtype = cfg.model.torch_dtype(source.dtype, for_compute=False)
+                dtype = source.build_dtype(cfg.model.dtype, for_compute=False)
                 runtime.log(f"loading {source.path} ({source.kind}) at TP={ctx.tp} PP={ctx.pp} in {str(dtype).replace('torch.', '')}")
                 model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
                 runtime.log(f"writing {target} checkpoint to {cfg.output}")

@@ -44,7 +44,7 @@ def main(cfg) -> None:
     checks.check_same_hidden_pairs(cfg)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
-        dtype = cfg.student.torch_dtype(student.dtype, for_compute=True)
+        dtype = student.build_dtype(cfg.student.dtype, for_compute=True)
         runtime.log(f"distill {teacher.path} -> {student.path} on {cfg.data.path}: {cfg.distill.loss} "
                     f"(T={cfg.distill.temperature}), {cfg.train.steps} steps x {cfg.train.global_batch_size} x "
                     f"{cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "

@@ -4,12 +4,13 @@
     torchrun --nproc-per-node 2 $(which minitron) eval model.path=DIR data.path=FILE parallel.tp=2
     minitron eval model.path=DIR data.path=FILE eval.teacher=TEACHER_DIR
 
-DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl (field ``text``).
+DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt, .jsonl, .parquet or a directory of them.
 The loss definition is in :mod:`minitron.eval.heldout`. ``eval.reference=true`` also computes it
 with transformers on the same windows (HF directories only). The last stdout line is one JSON object
 with ``loss``, ``ppl``, ``tokens`` and ``model`` (path, parameter counts, tokens it was trained on when its
-checkpoint records them), also written to ``output=FILE`` when given; with ``eval.teacher`` (same tokenizer, built in the model's layout
-and dtype) also ``kl`` (mean KL(teacher || model) per token), ``teacher_loss`` and ``teacher`` (its path).
+checkpoint records them), also written to ``output=FILE`` when given; with ``eval.teacher`` (same tokenizer,
+built in the model's layout and dtype) also ``kl`` (mean KL(teacher || model) per token), ``teacher_loss`` and
+``teacher`` (its path); ``versions`` names the software that computed it (:func:`minitron.runtime.versions`).
 """
 
 import time
@@ -18,6 +19,7 @@ import hydra
 
 from minitron import runtime
 from minitron.config import schema
+from minitron.data.documents import read_texts
 from minitron.errors import MinitronError
 from minitron.fsutil import write_json_atomic
 from minitron.eval import heldout
@@ -44,11 +46,11 @@ def main(cfg) -> None:
     if cfg.eval.teacher:
         teacher_source = heldout.open_teacher(cfg.eval.teacher, source, tokenizer, cfg.parallel.tp, cfg.parallel.pp,
                                               cfg.eval.seq_length)  # fmt: skip
-    texts = heldout.read_texts(cfg.data.path, cfg.data.text_field)
+    texts = read_texts(cfg.data.path, cfg.data.text_field)
     windows = heldout.make_windows(heldout.tokenize(texts, tokenizer), cfg.eval.seq_length, cfg.eval.max_windows)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
-        dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+        dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
         runtime.log(f"eval {source.path} on {cfg.data.path}: {len(windows)} windows x {cfg.eval.seq_length} tokens, "
                     f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, {str(dtype).replace('torch.', '')}")
         model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
@@ -64,7 +66,7 @@ def main(cfg) -> None:
             result["teacher"] = str(teacher_source.path)
         result["seconds"] = round(time.perf_counter() - start, 3)
         result.update(windows=len(windows), seq_length=cfg.eval.seq_length, dtype=str(dtype).replace("torch.", ""),
-                      model=checkpoint.describe(source), tags=cfg.eval.tag_dict)  # fmt: skip
+                      model=checkpoint.describe(source), tags=cfg.eval.tag_dict, versions=runtime.versions())  # fmt: skip
         if cfg.eval.reference and ctx.is_main:
             reference = heldout.hf_heldout_loss(source.path, windows, cfg.eval.micro_batch_size)
             result["reference_loss"] = reference["loss"]

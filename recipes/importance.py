@@ -3,7 +3,7 @@
     minitron importance model.path=DIR data.path=FILE output=SCORES [calib.num_samples=1024] [calib.seq_length=4096]
     torchrun --nproc-per-node 2 $(which minitron) importance model.path=DIR data.path=FILE output=SCORES parallel.tp=2
 
-DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt or .jsonl (field ``text``),
+DIR is an HF directory or a minitron Megatron checkpoint; FILE is .txt, .jsonl, .parquet or a directory of them,
 cut into ``calib.num_samples`` consecutive windows of ``calib.seq_length`` tokens. The scores are
 estimated on the sharded model at any TP/PP/DP (:mod:`minitron.prune.importance`) and SCORES gets
 ``importance.safetensors`` + ``importance.json`` (:class:`~minitron.prune.scores.ImportanceScores`),
@@ -48,7 +48,7 @@ def main(cfg) -> None:
 
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
-        dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+        dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
         runtime.log(f"importance of {source.path} on {cfg.data.path}: {len(windows)} windows x {cfg.calib.seq_length} "
                     f"tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, {str(dtype).replace('torch.', '')}")  # fmt: skip
         scores, load_seconds = compute_importance(
@@ -58,8 +58,7 @@ def main(cfg) -> None:
         )  # fmt: skip
         scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
                            model_fingerprint=source.fingerprint(), dtype=str(dtype).replace("torch.", ""),
-                           windows_sha256=hashlib.sha256(windows.numpy().tobytes()).hexdigest(),
-                           versions=runtime.versions())  # fmt: skip
+                           windows_sha256=hashlib.sha256(windows.numpy().tobytes()).hexdigest())  # fmt: skip
         result = {"output": str(output), "scores": str(output / SCORES_FILE), "meta": str(output / META_FILE)}
         # output was refused above unless empty or overwrite=true; no minitron.json holds the key "importance",
         # so begin_output never finds it up to date (None)

@@ -7,10 +7,9 @@
 
 STUDENT is a Hugging Face directory (it loads in transformers and in minitron at any layout) with
 ``importance.safetensors``/``importance.json`` (the scores), ``prune_summary.json`` (architecture and
-parameters before and after, kept layers) and plots. The last stdout line is the summary as JSON.
+parameters before and after, kept layers, software versions) and plots. The last stdout line is the summary as JSON.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -36,8 +35,7 @@ schema.register()
 def fingerprint(cfg, source) -> str:
     """What the student depends on: the teacher's files, the targets, the calibration settings."""
     settings = {k: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, k))) for k in ("data", "calib", "importance", "prune")}
-    blob = json.dumps({"model": source.fingerprint(), **settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return source.fingerprint(settings=settings)
 
 
 def check_scores_model(scores: ImportanceScores, directory, source) -> None:
@@ -91,7 +89,7 @@ def main(cfg) -> None:
             return
         with checkpoint.staged(staging):
             if scores is None:
-                dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+                dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
                 runtime.log(f"importance of {source.path}: {len(windows)} windows x {cfg.calib.seq_length} tokens, "
                             f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, depth metrics {list(depth_metrics)}")  # fmt: skip
                 scores, _ = compute_importance(
@@ -102,7 +100,8 @@ def main(cfg) -> None:
                 scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
                                    model_fingerprint=source.fingerprint())  # fmt: skip
             plan = plan_pruning(arch, scores, targets, tp=cfg.parallel.tp)
-            summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune))}
+            summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune)),
+                       "versions": runtime.versions()}  # fmt: skip
             if ctx.is_main:
                 runtime.log(f"student: {plan.student.params:,} parameters (from {arch.params:,}); "
                             f"non-embedding kept {summary['kept_fraction_non_embedding']:.1%}")  # fmt: skip

@@ -39,7 +39,7 @@ def main(cfg) -> None:
     checks.check_train_inputs(cfg, source, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
-        dtype = cfg.model.torch_dtype(source.dtype, for_compute=True)
+        dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
         model_name = f"{source.path} (its architecture, random init)" if source.init == "random" else source.path
         runtime.log(f"train {model_name} on {cfg.data.path}: {cfg.train.steps} steps x {cfg.train.global_batch_size} "
                     f"x {cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -74,16 +75,134 @@ def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.Co
     )
 
 
+def torchrun_command(nproc: int, *args) -> list[str]:
+    """``torchrun --nproc-per-node NPROC ARGS`` (a script path and its arguments) on a free local port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *map(str, args)]  # fmt: skip
+
+
 def run_torchrun(nproc: int, *args, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``torchrun --nproc-per-node NPROC ARGS`` (a script path and its arguments) over gloo."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *map(str, args)]  # fmt: skip
+    command = torchrun_command(nproc, *args)
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env())
     if result.returncode != 0:
         raise AssertionError(f"torchrun failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
 
 
+def run_torchrun_until_killed(log: Path, nproc: int, *args, timeout: int = 600) -> str:
+    """Run ``torchrun`` as :func:`run_torchrun` on a job that SIGKILLs one of its ranks; asserts it ended that way
+    and returns its output. The output goes to the file ``log``, not a pipe (nothing can hold the test's pipes
+    open), and the launch runs in its own process group, killed afterwards with whatever the killed rank left."""
+    with open(log, "w") as out:
+        launch = subprocess.Popen(torchrun_command(nproc, *args), stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                  env=clean_env(), start_new_session=True)  # fmt: skip
+        try:
+            returncode = launch.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(launch.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    text = Path(log).read_text()
+    assert returncode != 0 and "SIGKILL" in text, text[-3000:]
+    return text
+
+
 def last_json(stdout: str) -> dict:
     """The JSON object on the last line of a command's stdout."""
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+def run_in_process(command: str, monkeypatch, capfd, *args, world_size: int | None = None) -> tuple[int, str]:
+    """Run ``minitron COMMAND ARGS`` in this process (through :mod:`minitron.cli`) as a ``WORLD_SIZE`` run that
+    must exit (bad input); returns (exit status, stderr)."""
+    from minitron import cli
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main replaces it
+    if world_size:
+        monkeypatch.setenv("WORLD_SIZE", str(world_size))
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, *map(str, args)])
+    return exit_info.value.code, capfd.readouterr().err
+
+
+def torchrun_jobs(worker: Path, directory: Path, name: str, jobs: list, expect_kill: bool = False) -> None:
+    """Run the test worker script ``worker`` over 2 processes on ``jobs`` (written to DIRECTORY/NAME.json); with
+    ``expect_kill`` a job kills a rank and the launch must end by SIGKILL (:func:`run_torchrun_until_killed`)."""
+    spec = Path(directory) / f"{name}.json"
+    spec.write_text(json.dumps(jobs))
+    if expect_kill:
+        run_torchrun_until_killed(Path(directory) / f"{name}.log", 2, worker, spec)
+    else:
+        run_torchrun(2, worker, spec)
+
+
+def compose_command(command: str, *overrides):
+    """The validated config object of ``minitron COMMAND OVERRIDES``, as the command's recipe builds it."""
+    from hydra import compose, initialize_config_dir
+
+    from minitron.config import schema
+
+    schema.register()
+    with initialize_config_dir(config_dir=schema.CONF_DIR, version_base=None):
+        return schema.to_object(compose(command, overrides=list(overrides)))
+
+
+def assert_group_option_documented(path: Path, settings, command: str) -> None:
+    """``conf/<group>/<option>.yaml`` opens with comments saying how to run it (``minitron COMMAND``), sets every
+    field of the dataclass ``settings`` and comments each line it sets."""
+    import dataclasses
+
+    import yaml
+
+    text = path.read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert text.startswith("#") and (f"minitron {command}" in header or f"minitron) {command}" in header)
+    assert set(yaml.safe_load(text)) == {f.name for f in dataclasses.fields(settings)}  # every field set and visible
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            assert "#" in line, f"{path.name}: field without a comment: {line}"
+
+
+def prepare_rotating_corpus(directory: Path, model_dir, words: str, documents: int = 60) -> Path:
+    """Tokenize ``documents`` rotations of ``words`` with ``model_dir``'s tokenizer; returns the dataset prefix."""
+    from minitron.data.prepare import prepare_dataset
+
+    words = words.split()
+    corpus = Path(directory) / "corpus.jsonl"
+    lines = [json.dumps({"text": " ".join(words[i % 7 :] + words[: i % 7])}) for i in range(documents)]
+    corpus.write_text("\n".join(lines) + "\n")
+    prefix = Path(directory) / "corpus"
+    prepare_dataset(corpus, model_dir, prefix, workers=1, progress=False)
+    return prefix
+
+
+def expected_versions() -> dict:
+    """The ``versions`` block every output must record, worked out here without minitron.runtime: the
+    packages this interpreter imports and the commit of this checkout (None outside a git checkout)."""
+    import importlib.util
+    import platform
+
+    import megatron.core
+    import torch
+    import transformers
+
+    import minitron
+
+    commit = None
+    if (REPO / ".git").exists():
+        git = ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
+    engine = None  # Transformer Engine counts only where it imports (GPU images)
+    if importlib.util.find_spec("transformer_engine") is not None:
+        try:
+            import transformer_engine
+
+            engine = transformer_engine.__version__
+        except Exception:  # installed but not importable here (as minitron.runtime judges it)
+            pass
+    return {"minitron": minitron.__version__, "minitron_commit": commit, "python": platform.python_version(),
+            "torch": torch.__version__, "megatron_core": megatron.core.__version__,
+            "transformers": transformers.__version__, "transformer_engine": engine}  # fmt: skip

@@ -40,3 +40,24 @@ def test_group_option_composes(group, option):
 def test_unknown_key_is_rejected():
     with pytest.raises(Exception, match="bogus"):
         compose(config_name="eval", overrides=["eval.bogus=1"])
+
+
+def test_minitron_home_resolver_is_the_assets_directory(monkeypatch, tmp_path):
+    from minitron.assets import ASSETS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINITRON_HOME", "cache")  # relative: resolved against the working directory
+    cfg = compose(config_name="pipeline", overrides=["recipe=demo_smollm2"])
+    assert cfg.recipe.teacher == str(tmp_path / "cache" / "models" / "smollm2-135m") == str(ASSETS["smollm2-135m"].path)
+
+
+def test_config_package_imports_no_library():
+    """minitron.config owns the names; importing it must not import torch or the library (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, minitron.config.schema; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('minitron.') "
+            "and not m.startswith(('minitron.config', 'minitron.errors', 'minitron.fsutil'))))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

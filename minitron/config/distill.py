@@ -15,11 +15,11 @@ from typing import List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.schema import ModelConfig, ParallelConfig
+from minitron.config.common import ModelConfig, ParallelConfig
 from minitron.config.training import CheckpointConfig, LoggingConfig, TrainDataConfig, TrainSettings
 from minitron.errors import MinitronError
 
-LOGIT_LOSSES = ("forward_kl", "reverse_kl", "topk")  # as minitron.distill.losses.LOGIT_LOSSES
+LOGIT_LOSSES = ("forward_kl", "reverse_kl", "topk")  # minitron.distill.losses implements each
 HIDDEN_LOSSES = ("cosine", "mse")
 
 

@@ -15,22 +15,13 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.schema import ParallelConfig
+from minitron.config.common import ParallelConfig
+from minitron.config.prune import PruneTargets
 from minitron.errors import MinitronError
 
 # keys of the shared budget; a stage's own args must not set them (the budget would differ per student)
 BUDGET_KEYS = ("train.steps", "train.global_batch_size", "train.seq_length")
-PRUNE_TARGETS = (
-    "hidden_size",
-    "ffn_hidden_size",
-    "num_attention_heads",
-    "num_query_groups",
-    "num_layers",
-    "drop_layers",
-    "depth_metric",
-    "ranking",
-    "seed",
-)
+PRUNE_TARGETS = tuple(PruneTargets.__dataclass_fields__)  # what a student's `prune` section may set
 
 
 @dataclass

@@ -13,10 +13,14 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.schema import DataConfig, ModelConfig, ParallelConfig
+from minitron.config.common import DataConfig, ModelConfig, ParallelConfig
 from minitron.errors import MinitronError
-from minitron.prune.aggregation import BATCH_REDUCTIONS, SEQ_REDUCTIONS
-from minitron.prune.importance import DEPTH_METRICS
+
+BATCH_REDUCTIONS = ("l2", "mean", "max")  # over calibration samples (minitron.prune.aggregation)
+SEQ_REDUCTIONS = ("mean", "l2", "max")  # over the tokens of one sample
+# per-layer importance (minitron.prune.importance): block influence 1 - cos(input, output), the LM loss with
+# the layer dropped, the LM loss with a contiguous run of layers dropped
+DEPTH_METRICS = ("block_influence", "layer_loss", "window_loss")
 
 
 @dataclass
@@ -37,7 +41,7 @@ class CalibConfig:
 class ImportanceConfig:
     batch_aggregation: str = "l2"  # over calibration samples: l2 (the paper's best) | mean | max
     seq_aggregation: str = "mean"  # over the tokens of a sample, of |activation|: mean (the paper's best) | l2 | max
-    depth_metrics: list[str] = field(default_factory=lambda: list(DEPTH_METRICS))  # layer scores: bi (block influence, free) | layer_loss (a forward pass per layer) | window_loss (one per run of layers)
+    depth_metrics: list[str] = field(default_factory=lambda: list(DEPTH_METRICS))  # layer scores: block_influence (free, with the first pass) | layer_loss (a pass per layer) | window_loss (a pass per run of layers)
     window_sizes: Optional[list[int]] = None  # run lengths k for window_loss (layers dropped); null: [num_layers // 2]
     loss_num_samples: Optional[int] = None  # compute the loss metrics on the first N windows only (null: all)
     plots: bool = True  # also write PNG plots of the scores
@@ -64,7 +68,7 @@ class ImportanceConfig:
 class ImportanceCommand:
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    data: DataConfig = field(default_factory=DataConfig)  # calibration text (.txt or .jsonl)
+    data: DataConfig = field(default_factory=DataConfig)  # calibration text (.txt, .jsonl, .parquet or a directory)
     calib: CalibConfig = field(default_factory=CalibConfig)
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     output: str = MISSING  # directory to write: importance.safetensors, importance.json, config.yaml, plots
@@ -72,8 +76,8 @@ class ImportanceCommand:
 
 
 @dataclass
-class PruneSettings:
-    """Targets and ranking of ``minitron prune``; every size is optional (null keeps the source's)."""
+class PruneTargets:
+    """What to prune to; every size is optional (None keeps the source's)."""
 
     hidden_size: Optional[int] = None  # embedding channels (a multiple of the kept num_attention_heads)
     ffn_hidden_size: Optional[int] = None  # MLP neurons per layer
@@ -84,11 +88,15 @@ class PruneSettings:
     depth_metric: str = "window_loss"  # window_loss: contiguous run with the lowest LM loss (the paper's best) | layer_loss | block_influence
     ranking: str = "importance"  # importance | random (the ablation baseline, seeded)
     seed: int = 0  # seed of the random ranking
+
+
+@dataclass
+class PruneSettings(PruneTargets):
+    """Targets and ranking of ``minitron prune``, and where to take the scores from."""
+
     scores: Optional[str] = None  # saved importance scores of this model (fingerprint checked): no forward passes
 
-    def targets(self):
-        from minitron.prune.plan import PruneTargets
-
+    def targets(self) -> PruneTargets:
         fields = {f: getattr(self, f) for f in PruneTargets.__dataclass_fields__}
         fields["drop_layers"] = None if self.drop_layers is None else list(self.drop_layers)
         return PruneTargets(**fields)
@@ -98,7 +106,7 @@ class PruneSettings:
 class PruneCommand:
     model: ModelConfig = field(default_factory=ModelConfig)  # the teacher: a Hugging Face directory
     parallel: ParallelConfig = field(default_factory=ParallelConfig)  # layout of the importance forward passes
-    data: DataConfig = field(default_factory=DataConfig)  # calibration text (.txt or .jsonl)
+    data: DataConfig = field(default_factory=DataConfig)  # calibration text (.txt, .jsonl, .parquet or a directory)
     calib: CalibConfig = field(default_factory=CalibConfig)
     # aggregation and loss_num_samples apply; the depth metrics are the ones the targets need
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)

@@ -1,5 +1,10 @@
 """Schemas of the Hydra configs in ``conf/``: one dataclass per group, one per command.
 
+The shared blocks (model, parallel layout, input text) are in :mod:`minitron.config.common`, each
+command group's schemas in its own module (``data``, ``training``, ``distill``, ``prune``,
+``pipeline``); this module holds the small commands (info, convert, eval) and :func:`register`, which
+registers them all.
+
 Hydra composes YAML and command-line overrides onto these dataclasses, so a misspelt key or a value
 of the wrong type is rejected when the config is composed. Checks that need more than a type are in
 ``__post_init__`` and raise :class:`~minitron.errors.MinitronError` naming the field and the fix;
@@ -14,54 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from minitron.config import data, distill, pipeline, prune, training
+from minitron.config.common import DataConfig, ModelConfig, ParallelConfig
 from minitron.errors import MinitronError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def minitron_home() -> str:
-    """``$MINITRON_HOME``, default ``~/.cache/minitron``: where `minitron assets fetch` puts assets."""
-    return str(Path(os.environ.get("MINITRON_HOME") or "~/.cache/minitron").expanduser().absolute())
-
-
-@dataclass
-class ModelConfig:
-    path: str = MISSING  # Hugging Face directory or minitron Megatron checkpoint
-    dtype: str = "auto"  # parameter dtype: auto (convert: as stored; else fp32 on CPU, bf16 on GPU) | float32 | bfloat16 | float16
-
-    def __post_init__(self):
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise MinitronError(f"model.dtype={self.dtype!r}: use auto, {', '.join(DTYPES)}")
-
-    def torch_dtype(self, stored: torch.dtype, for_compute: bool) -> torch.dtype:
-        """The dtype to build the model in: explicit, or the stored one / the device's compute dtype."""
-        if self.dtype != "auto":
-            return DTYPES[self.dtype]
-        if not for_compute:
-            return stored
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-
-
-@dataclass
-class ParallelConfig:
-    tp: int = 1  # tensor-parallel size: divides heads, query groups, FFN and vocab
-    pp: int = 1  # pipeline-parallel size: divides the number of layers
-    # data-parallel size is the number of processes / (tp * pp)
-
-    def __post_init__(self):
-        for name in ("tp", "pp"):
-            if getattr(self, name) < 1:
-                raise MinitronError(f"parallel.{name}={getattr(self, name)}: must be >= 1")
-
-
-@dataclass
-class DataConfig:
-    path: Optional[str] = None  # text file (.txt) or JSON-lines file (.jsonl, field `text`)
-    text_field: str = "text"  # field of each JSON line that holds the document
+from minitron.fsutil import minitron_home
 
 
 @dataclass
@@ -124,11 +88,7 @@ def register() -> None:
     store.store(name="convert_schema", node=ConvertCommand)
     store.store(name="eval_schema", node=EvalCommand)
     if not OmegaConf.has_resolver("minitron_home"):
-        OmegaConf.register_new_resolver("minitron_home", minitron_home)
-
-    # each command group's schemas live beside their code; imported here (they import this module)
-    from minitron.config import data, distill, pipeline, prune, training
-
+        OmegaConf.register_new_resolver("minitron_home", lambda: str(minitron_home()))
     for group in (training, data, prune, distill, pipeline):
         group.register()
 

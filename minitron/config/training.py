@@ -15,7 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.schema import ModelConfig, ParallelConfig
+from minitron.config.common import ModelConfig, ParallelConfig
 from minitron.errors import MinitronError
 
 DECAY_STYLES = ("cosine", "linear", "constant")

@@ -1,8 +1,7 @@
 """Tokenize documents into a Megatron indexed dataset: ``PREFIX.bin``, ``PREFIX.idx`` and ``PREFIX.json``.
 
-Input (``data.path``): a ``.txt`` file (one document), a ``.jsonl`` file (one document per non-blank
-line, in the string field ``data.text_field``), a ``.parquet`` file (one document per row of the column
-``data.text_field``), or a directory: every such file directly in it, in sorted order.
+Input (``data.path``): a ``.txt``, ``.jsonl`` or ``.parquet`` file or a directory of them, read by
+:mod:`minitron.data.documents`.
 
 Each document is tokenized with the model's Hugging Face tokenizer without special tokens, and the
 tokenizer's end-of-sequence id (EOD) is appended: the ``.bin`` holds ``ids(doc_0) EOD ids(doc_1) EOD ...``,
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -33,27 +31,15 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+from minitron.data.documents import list_sources, read_documents
 from minitron.errors import MinitronError
+from minitron.fsutil import sha256_file, write_json_atomic
 from minitron.models.tokenizer import load_tokenizer
 
-SUFFIXES = (".txt", ".jsonl", ".parquet")
 FORMAT = "minitron-indexed-dataset"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 BATCH_CHARS = 1 << 16  # characters of text per tokenization task (a task is a list of whole documents)
 BATCH_DOCUMENTS = 64  # documents per task, at most
-
-
-@dataclasses.dataclass
-class Source:
-    """One input file."""
-
-    path: Path
-    sha256: str
-    bytes: int
-    documents: int  # documents it holds: 1 (.txt), non-blank lines (.jsonl), rows (.parquet)
-
-    def to_dict(self) -> dict:
-        return {"path": str(self.path), "sha256": self.sha256, "bytes": self.bytes, "documents": self.documents}
 
 
 def default_workers() -> int:
@@ -78,113 +64,6 @@ def read_sidecar(prefix) -> Optional[dict]:
     return meta
 
 
-# ---- inputs ------------------------------------------------------------------------------------
-
-
-def _pyarrow(path: Path):
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise MinitronError(f"data.path={path}: reading .parquet files needs pyarrow: `pip install pyarrow`") from None
-    return pyarrow
-
-
-def list_sources(data_path, text_field: str = "text") -> list[Source]:
-    """The input files of ``data.path``, hashed and with their document counts; checked before any work."""
-    if data_path is None or str(data_path) == "":
-        raise MinitronError("data.path is required: pass data.path=FILE_OR_DIR (.txt, .jsonl, .parquet or a directory)")
-    path = Path(data_path).expanduser()
-    if not path.exists():
-        raise MinitronError(f"data.path={path}: no such file or directory")
-    if path.is_dir():
-        files = sorted(file for file in path.iterdir() if file.is_file() and file.suffix in SUFFIXES)
-        if not files:
-            raise MinitronError(f"data.path={path}: the directory holds no .txt, .jsonl or .parquet files")
-    elif path.suffix in SUFFIXES:
-        files = [path]
-    else:
-        raise MinitronError(
-            f"data.path={path}: unsupported file type {path.suffix!r}; use .txt, .jsonl, .parquet or a directory"
-        )
-    return [_describe(file, text_field) for file in files]
-
-
-def _describe(path: Path, text_field: str) -> Source:
-    """Hash ``path`` and count its documents, checking every one (so bad input fails before any work)."""
-    digest, size, documents = hashlib.sha256(), 0, 0
-    with open(path, "rb") as f:
-        if path.suffix == ".jsonl":
-            for number, line in enumerate(f, 1):
-                digest.update(line)
-                size += len(line)
-                if line.strip():
-                    _jsonl_text(line, number, path, text_field)
-                    documents += 1
-        else:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-                size += len(chunk)
-            documents = 1
-    if path.suffix == ".parquet":
-        documents = 0
-        for texts in _parquet_batches(path, text_field):
-            if texts.null_count:
-                row = documents + texts.to_pylist().index(None) + 1
-                raise MinitronError(f"data.path={path}: row {row} of column data.text_field={text_field!r} is null")
-            documents += len(texts)
-    return Source(path=path.resolve(), sha256=digest.hexdigest(), bytes=size, documents=documents)
-
-
-def _jsonl_text(line: bytes, number: int, path: Path, text_field: str) -> str:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        raise MinitronError(f"data.path={path}: line {number} is not valid JSON") from None
-    text = record.get(text_field) if isinstance(record, dict) else None
-    if not isinstance(text, str):
-        raise MinitronError(
-            f"data.path={path}: line {number} has no string field {text_field!r}; "
-            "set data.text_field= to the field that holds the text"
-        )
-    return text
-
-
-def _parquet_batches(path: Path, text_field: str):
-    """The text column of a parquet file, a pyarrow array per batch of rows (checked to be a string column)."""
-    pyarrow = _pyarrow(path)
-    try:
-        parquet = pyarrow.parquet.ParquetFile(path)
-    except Exception as err:
-        raise MinitronError(f"data.path={path}: not a readable parquet file ({type(err).__name__}: {err})") from None
-    schema = parquet.schema_arrow
-    if text_field not in schema.names:
-        raise MinitronError(
-            f"data.path={path}: no column {text_field!r} (columns: {', '.join(schema.names)}); "
-            "set data.text_field= to the column that holds the text"
-        )
-    column_type = schema.field(text_field).type
-    if not (pyarrow.types.is_string(column_type) or pyarrow.types.is_large_string(column_type)):
-        raise MinitronError(f"data.path={path}: column data.text_field={text_field!r} holds {column_type}, not text")
-    for batch in parquet.iter_batches(batch_size=1024, columns=[text_field]):
-        yield batch.column(0)
-
-
-def read_documents(source: Source, text_field: str = "text") -> Iterator[str]:
-    """The documents of one input file, in order (blank .jsonl lines are not documents)."""
-    path = source.path
-    if path.suffix == ".txt":
-        yield path.read_text(encoding="utf-8", errors="replace")
-    elif path.suffix == ".jsonl":
-        with open(path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    yield _jsonl_text(line, number, path, text_field)
-    else:
-        for texts in _parquet_batches(path, text_field):
-            yield from texts.to_pylist()
-
-
 # ---- the tokenizer -------------------------------------------------------------------------------
 
 
@@ -207,8 +86,7 @@ def tokenizer_identity(files_dir: Path) -> dict:
     files_dir = Path(files_dir).resolve()
     for name in TOKENIZER_FILES:
         if (files_dir / name).is_file():
-            sha256 = hashlib.sha256((files_dir / name).read_bytes()).hexdigest()
-            return {"path": str(files_dir), "file": name, "sha256": sha256}
+            return {"path": str(files_dir), "file": name, "sha256": sha256_file(files_dir / name)}
     raise MinitronError(f"{files_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
 
 
@@ -332,7 +210,7 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         return existing
     prefix = output_prefix(output, overwrite)
     final = {suffix: Path(f"{prefix}{suffix}") for suffix in (".bin", ".idx", ".json")}
-    staged = {suffix: Path(f"{path}.partial") for suffix, path in final.items()}
+    staged = {suffix: Path(f"{final[suffix]}.partial") for suffix in (".bin", ".idx")}
     made_parent = not prefix.parent.exists()
     prefix.parent.mkdir(parents=True, exist_ok=True)
 
@@ -342,7 +220,7 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         builder = IndexedDatasetBuilder(str(staged[".bin"]), dtype=dtype)
         num_documents = num_tokens = skipped = 0
         bin_digest = hashlib.sha256()
-        documents = itertools.chain.from_iterable(read_documents(source, text_field) for source in sources)
+        documents = itertools.chain.from_iterable(read_documents(source.path, text_field) for source in sources)
         encoded = encode_documents(documents, files_dir, eod_id, dtype, workers, tokenizer=tokenizer)
         bar = tqdm(total=sum(s.documents for s in sources), desc="tokenize", unit="doc", file=sys.stderr,
                    disable=not progress)  # fmt: skip
@@ -376,9 +254,9 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
             "sources": [source.to_dict() for source in sources],
             "versions": versions(),
         }
-        staged[".json"].write_text(json.dumps(meta, indent=2) + "\n")
-        for suffix in (".idx", ".json", ".bin"):  # .bin last: its presence marks a finished dataset
-            os.replace(staged[suffix], final[suffix])
+        os.replace(staged[".idx"], final[".idx"])
+        write_json_atomic(final[".json"], meta)
+        os.replace(staged[".bin"], final[".bin"])  # last: its presence marks a finished dataset
     except BaseException:
         if builder is not None:
             builder.data_file.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from minitron.config.distill import DistillCommand
 from minitron.errors import MinitronError
+from minitron.fsutil import write_json_atomic
 from minitron.models.checkpoint import ModelSource, open_model
 from minitron.models.megatron_gpt import check_parallel_layout
 from minitron.models.tokenizer import vocabulary
@@ -88,19 +89,6 @@ def check_distill_inputs(cfg: DistillCommand, student: ModelSource, teacher: Mod
 TEACHER_RECORD = "teacher.json"
 
 
-def teacher_identity(teacher: ModelSource) -> str:
-    """The teacher's config and its weight files' names and sizes (not times: a copied teacher is the same)."""
-    import hashlib
-    import json
-
-    digest = hashlib.sha256(json.dumps(teacher.hf_config, sort_keys=True).encode())
-    root = teacher.path if teacher.kind == "hf" else teacher.path / "dist"
-    for file in sorted(root.rglob("*")):
-        if file.is_file() and (teacher.kind != "hf" or file.suffix in (".safetensors", ".bin", ".gguf")):
-            digest.update(f"{file.relative_to(root)}:{file.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
-
-
 def check_same_teacher(output, teacher: ModelSource) -> None:
     """Refuse to resume a distillation run with another teacher than the one it started with."""
     import json
@@ -112,7 +100,7 @@ def check_same_teacher(output, teacher: ModelSource) -> None:
         started = json.loads(record.read_text())
     except json.JSONDecodeError:
         return  # a record cut short by a kill: the next start rewrites it
-    if started.get("identity") != teacher_identity(teacher):
+    if started.get("identity") != teacher.fingerprint(same_for_copies=True):
         raise MinitronError(
             f"output={output} is a distillation from teacher {started.get('path')}, not teacher.path={teacher.path} "
             "(its config or weights differ); resume with the same teacher or choose a new output directory"
@@ -121,15 +109,11 @@ def check_same_teacher(output, teacher: ModelSource) -> None:
 
 def record_teacher(run_dir: Path, teacher: ModelSource) -> None:
     """Write RUN/teacher.json (rank 0): which teacher this run distills from."""
-    import json
-    import os
-
     from minitron.runtime import is_main_process
 
     if is_main_process():
-        tmp = run_dir / f".{TEACHER_RECORD}.tmp"
-        tmp.write_text(json.dumps({"path": str(teacher.path), "identity": teacher_identity(teacher)}) + "\n")
-        os.replace(tmp, run_dir / TEACHER_RECORD)
+        record = {"path": str(teacher.path), "identity": teacher.fingerprint(same_for_copies=True)}
+        write_json_atomic(run_dir / TEACHER_RECORD, record)
 
 
 def check_same_hidden_pairs(cfg: DistillCommand) -> None:

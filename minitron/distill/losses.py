@@ -30,11 +30,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from minitron.config.distill import HIDDEN_LOSSES, LOGIT_LOSSES
 from minitron.distill import vocab_parallel
 from minitron.distill.vocab_parallel import at_least_fp32, log_softmax, masked_fill_inf, sum_over_tp
-
-LOGIT_LOSSES = ("forward_kl", "reverse_kl", "topk")
-HIDDEN_LOSSES = ("cosine", "mse")
 
 
 def _kl(log_target: torch.Tensor, log_other: torch.Tensor, group, keep: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -2,12 +2,13 @@
 
 The same call runs at any TP/PP: Megatron's ``get_forward_backward_func`` moves activations between
 pipeline stages; the results appear on the last stage, where ``on_output`` is called per micro-batch.
+:func:`run_schedule` is minitron's one call into that schedule (training steps run through it too).
 :func:`forward_pair` runs a teacher and a model (same layout) on one micro-batch, one after the other.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
@@ -19,6 +20,30 @@ PairHook = Callable[[dict, torch.Tensor, torch.Tensor], None]
 
 def _position_ids(tokens: torch.Tensor) -> torch.Tensor:
     return torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
+
+
+def run_schedule(model, micro_batches: Iterator[dict], num_micro_batches: int, seq_length: int,
+                 micro_batch_size: int, forward_step: Callable, forward_only: bool,
+                 adjust_tensor_shapes: Optional[Callable] = None) -> list:  # fmt: skip
+    """Megatron-Core's pipeline schedule of the current layout over ``num_micro_batches`` micro-batches.
+
+    ``forward_step(data_iterator, model) -> (output, loss_func)`` runs each one; returns what the loss
+    function returned per micro-batch (on the last pipeline stage; empty elsewhere). With ``forward_only``
+    nothing is backpropagated. ``adjust_tensor_shapes(recv_shapes, send_shapes)``: other shapes between
+    stages (PP > 1 only)."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    extra = {"adjust_tensor_shapes_fn": adjust_tensor_shapes} if adjust_tensor_shapes else {}
+    return get_forward_backward_func()(
+        forward_step_func=forward_step,
+        data_iterator=micro_batches,
+        model=[model],
+        num_microbatches=num_micro_batches,
+        seq_length=seq_length,
+        micro_batch_size=micro_batch_size,
+        forward_only=forward_only,
+        **extra,
+    )
 
 
 def forward_only(
@@ -35,10 +60,7 @@ def forward_only(
     With ``with_labels`` the model returns the per-token cross-entropy ``[b, s]`` (vocab-parallel,
     never gathering the vocabulary); otherwise this TP rank's logits ``[b, s, vocab / tp]``.
     """
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     device = next(model.parameters()).device
-    iterator = iter(micro_batches)
 
     def forward_step(data_iterator, step_model):
         batch = next(data_iterator)
@@ -53,15 +75,8 @@ def forward_only(
         return output, collect
 
     with torch.no_grad():
-        get_forward_backward_func()(
-            forward_step_func=forward_step,
-            data_iterator=iterator,
-            model=[model],
-            num_microbatches=num_micro_batches,
-            seq_length=seq_length,
-            micro_batch_size=micro_batch_size,
-            forward_only=True,
-        )
+        run_schedule(model, iter(micro_batches), num_micro_batches, seq_length, micro_batch_size, forward_step,
+                     forward_only=True)  # fmt: skip
 
 
 def forward_pair(model, teacher, micro_batch: dict, on_output: PairHook) -> None:

@@ -1,7 +1,7 @@
 """Held-out loss: mean next-token cross-entropy over non-overlapping windows of a text.
 
 Definition (shared by minitron's engine and the transformers reference, so they compare exactly):
-the text (a .txt file, or the ``text`` fields of a .jsonl file joined by blank lines) is tokenized
+the documents of ``data.path`` (:func:`minitron.data.documents.read_texts`), joined by blank lines, are tokenized
 without special tokens, cut into consecutive windows of ``seq_length`` tokens (a final partial window
 is dropped), and each window is scored from scratch: positions 0..L-2 predict tokens 1..L-1. The loss
 is the mean over all predicted tokens; ``tokens`` counts them.
@@ -18,7 +18,6 @@ sequence length: beyond the logits themselves, nothing ``[tokens, vocabulary]``-
 
 from __future__ import annotations
 
-import json
 import math
 from functools import partial
 from pathlib import Path
@@ -27,33 +26,6 @@ from typing import Optional
 import torch
 
 from minitron.errors import MinitronError
-
-
-def read_texts(path, text_field: str = "text") -> list[str]:
-    """Documents of a .txt (one document) or .jsonl (one per line, field ``text_field``) file."""
-    if path is None:
-        raise MinitronError("data.path is required: pass data.path=FILE (.txt or .jsonl)")
-    path = Path(path)
-    if not path.is_file():
-        raise MinitronError(f"data.path={path}: no such file")
-    if path.suffix == ".jsonl":
-        texts = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    texts.append(json.loads(line)[text_field])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise MinitronError(
-                        f"data.path={path}: line {number} is not a JSON object with a {text_field!r} field "
-                        f"(set data.text_field= to the field that holds the text)"
-                    ) from None
-    else:
-        texts = [path.read_text(encoding="utf-8", errors="replace")]
-    if not any(t.strip() for t in texts):
-        raise MinitronError(f"data.path={path}: holds no text")
-    return texts
 
 
 def tokenize(texts: list[str], tokenizer) -> list[int]:

@@ -1,7 +1,8 @@
 """Model checkpoints: Hugging Face directories and minitron's Megatron checkpoints, both ways.
 
 A **Hugging Face directory** holds ``config.json``, ``model.safetensors`` (or shards plus
-``model.safetensors.index.json``) and tokenizer files.
+``model.safetensors.index.json``) and tokenizer files; one that minitron wrote also ``minitron.json``
+(what it was made from, and the software versions that made it).
 
 A **Megatron checkpoint** (what ``minitron convert`` writes) is a directory::
 
@@ -20,7 +21,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -28,12 +28,15 @@ from typing import Optional
 import torch
 
 from minitron.errors import MinitronError
+from minitron.fsutil import replace_directory
 from minitron.models import hf_weights
 from minitron.models.arch import ModelArch, arch_from_hf_config, hf_config_from_arch, read_hf_config
 from minitron.models.safetensors_io import SafetensorsReader, StreamingSafetensorsWriter
+from minitron.runtime import versions
 
 FORMAT = "minitron-megatron-checkpoint"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".png")
+IDENTITY_SUFFIXES = (".safetensors", ".bin", ".gguf")  # an HF directory's files that same_for_copies counts
 NOT_CARRIED = {"config.json", "model.safetensors.index.json", "minitron.json", "importance.json", "prune_summary.json"}
 
 
@@ -49,15 +52,33 @@ class ModelSource:
     carried_files: Path  # directory holding tokenizer/generation files
     init: str = "pretrained"  # pretrained: the weights at path | random: path's architecture, fresh weights
 
-    def fingerprint(self) -> str:
-        """Identifies the model's files (config, weight files' names, sizes and mtimes)."""
+    def fingerprint(self, same_for_copies: bool = False, settings: Optional[dict] = None) -> str:
+        """16 hex digits identifying the model: its HF config and its files' names, sizes and mtimes.
+
+        ``same_for_copies``: only the weight files' names and sizes count (an HF directory's other files
+        and every mtime are left out), so a copy of the model has the same fingerprint. ``settings``:
+        whatever else an output made from the model depends on (JSON-able), hashed in as well."""
         digest = hashlib.sha256(json.dumps(self.hf_config, sort_keys=True).encode())
         root = self.path if self.kind == "hf" else self.path / "dist"
         for file in sorted(root.rglob("*")):
-            if file.is_file():
-                stat = file.stat()
-                digest.update(f"{file.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            if not file.is_file() or (same_for_copies and self.kind == "hf" and file.suffix not in IDENTITY_SUFFIXES):
+                continue
+            stat = file.stat()
+            name = f"{file.relative_to(root)}:{stat.st_size}"
+            digest.update((name if same_for_copies else f"{name}:{stat.st_mtime_ns}").encode())
+        if settings is not None:
+            digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:16]
+
+    def build_dtype(self, requested: str, for_compute: bool) -> torch.dtype:
+        """The dtype to build the model in: ``requested`` (``model.dtype``: one of
+        :data:`~minitron.config.common.DTYPE_NAMES`, or ``auto``), else the stored dtype (``for_compute=False``)
+        or the device's compute dtype (bfloat16 on GPU, float32 on CPU)."""
+        if requested != "auto":
+            return getattr(torch, requested)
+        if not for_compute:
+            return self.dtype
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
 def is_megatron_checkpoint(path: Path) -> bool:
@@ -269,13 +290,7 @@ def finish_output(staging: Path, out: Path) -> None:
     """Atomically move the finished staging directory into place (rank 0 renames, all ranks wait)."""
     _barrier()
     if _rank() == 0:
-        out = Path(out)
-        old = out.with_name(out.name + ".old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_directory(staging, out)
     _barrier()
 
 
@@ -316,6 +331,7 @@ def save_megatron_checkpoint(model, source: ModelSource, staging: Path, fingerpr
             "architecture": arch_from_hf_config(hf_config).to_dict(),
             "source": str(source.path),
             "source_fingerprint": fingerprint,
+            "versions": versions(),
         }
         if source.init != "pretrained":  # e.g. trained from random init: source gave only the architecture
             meta["init"] = source.init
@@ -373,6 +389,7 @@ def export_hf(model, arch: ModelArch, base_config: dict, carried_files: Path, st
         config.pop("quantization_config", None)
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         copy_carried_files(carried_files, staging)
-        provenance = {"format": "hf-export", "source_fingerprint": fingerprint, **(extra_meta or {})}
+        provenance = {"format": "hf-export", "source_fingerprint": fingerprint, "versions": versions(),
+                      **(extra_meta or {})}  # fmt: skip
         (staging / "minitron.json").write_text(json.dumps(provenance, indent=2))
     _barrier()

@@ -12,14 +12,13 @@ interrupted conversion never leaves a half-written model directory behind.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 from minitron.errors import MinitronError
-from minitron.fsutil import open_permissions
+from minitron.fsutil import open_permissions, replace_directory
 
 #: Text used to check that the saved model reproduces the GGUF model's logits.
 CHECK_TEXT = "The State of the Union is strong. Linux documentation explains kernel modules."
@@ -146,13 +145,7 @@ def gguf_to_hf(
                     f"converted model's logits differ from the GGUF model's (max abs diff {diff})"
                 )
             say(f"gguf: verified, logits identical on {ids.shape[1]} tokens")
-        if out_dir.exists():
-            old = tmp.with_name(tmp.name + ".old")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
+        replace_directory(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

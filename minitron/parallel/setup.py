@@ -41,11 +41,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def setup_distributed(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelContext:
-    """Initialise the process group and Megatron's parallel state; idempotent within a process."""
-    from megatron.core import parallel_state
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def data_parallel_size(world_size: int, tp: int, pp: int) -> int:
+    """``world_size / (tp * pp)``; refuses a layout that does not fit ``world_size`` processes."""
     if tp < 1 or pp < 1:
         raise MinitronError(f"parallel.tp={tp}, parallel.pp={pp}: both must be >= 1")
     if world_size % (tp * pp):
@@ -58,6 +55,15 @@ def setup_distributed(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelCon
             f"parallel.tp={tp} x parallel.pp={pp} needs a multiple of {tp * pp} processes, "
             f"but there are {world_size}: {hint}"
         )
+    return world_size // (tp * pp)
+
+
+def setup_distributed(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelContext:
+    """Initialise the process group and Megatron's parallel state; idempotent within a process."""
+    from megatron.core import parallel_state
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    dp = data_parallel_size(world_size, tp, pp)
     use_gpu = torch.cuda.is_available()
     if not torch.distributed.is_initialized():
         if use_gpu:
@@ -90,7 +96,7 @@ def setup_distributed(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelCon
     return ParallelContext(
         tp=tp,
         pp=pp,
-        dp=world_size // (tp * pp),
+        dp=dp,
         rank=torch.distributed.get_rank(),
         world_size=world_size,
         device=torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu"),

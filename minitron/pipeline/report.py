@@ -13,16 +13,16 @@ loss, judged only at equal training tokens; (b) distillation brings the pruned m
 reference teacher: smaller |held-out loss gap| and, when both are known, smaller KL. A check whose
 numbers are missing is listed as SKIP (with the reason) and returned under ``skipped``, not ``checks``.
 
-Both files are written to a temporary name next to the target and moved into place (``os.replace``), so
-a reader never sees half a file.
+Both files are written atomically (:mod:`minitron.fsutil`), so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
+
+from minitron.fsutil import atomic_path, write_text_atomic
 
 REPORT_MD = "report.md"
 CURVES_PNG = "loss_curves.png"
@@ -298,16 +298,6 @@ def render_markdown(summary: dict, checks: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(temporary)`` next to ``path``, then move it into place; the temporary never outlives a failure."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_report(run_dir: Path, summary: dict) -> dict:
     """Write ``run_dir/report.md`` and ``run_dir/loss_curves.png``; returns ``{"report", "curves", "checks",
     "skipped"}`` (paths as strings; checks ``{"name", "passed", "detail"}``)."""
@@ -317,9 +307,9 @@ def write_report(run_dir: Path, summary: dict) -> dict:
     reference = _reference(models, summary.get("reference_teacher"))
     checks = run_checks(models, None if reference is None else reference.get("heldout_loss"))
     report, curves = run_dir / REPORT_MD, run_dir / CURVES_PNG
-    _write_atomically(curves, lambda temporary: plot_curves(summary, temporary))
-    text = render_markdown(summary, checks)
-    _write_atomically(report, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    with atomic_path(curves) as temporary:
+        plot_curves(summary, temporary)
+    write_text_atomic(report, render_markdown(summary, checks))
     return {
         "report": str(report),
         "curves": str(curves),

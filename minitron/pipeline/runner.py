@@ -35,6 +35,7 @@ from minitron.config.pipeline import PipelineCommand
 from minitron.errors import MinitronError
 from minitron.fsutil import write_json_atomic
 from minitron.pipeline.stages import REPORT, Stage, plan_stages
+from minitron.pipeline.summary import build_report
 
 MANIFEST = "pipeline.json"
 
@@ -228,8 +229,6 @@ def run_stage(
     )
     start = time.perf_counter()
     if stage.command == REPORT:
-        from minitron.pipeline.summary import build_report
-
         status, result = 0, build_report(cfg, stages, manifest.data, run_dir)
     else:
         argv = stage_command(stage, cfg.launcher)

@@ -27,6 +27,7 @@ from typing import Optional
 
 from minitron.commands import COMMANDS
 from minitron.config.pipeline import PipelineCommand, Recipe
+from minitron.config.prune import DEPTH_METRICS
 from minitron.errors import MinitronError
 
 REPORT = "report"  # the one stage that is not a `minitron` command: it runs in the pipeline's process
@@ -71,15 +72,14 @@ def _depth_args(recipe: Recipe, teacher: str) -> list[str]:
     ):
         return []
     arch = open_model(teacher).arch
-    metrics, windows = {"bi"}, set()
+    metrics, windows = {"block_influence"}, set()
     for student in recipe.students.values():
         needed, sizes = needed_depth_metrics(arch, PruneTargets(**student.prune))
         metrics.update(needed)
         windows.update(sizes)
-    order = ("bi", "layer_loss", "window_loss")
     args = []
     if not _has(recipe.importance_args, "importance.depth_metrics"):
-        args.append(f"importance.depth_metrics={_value([m for m in order if m in metrics])}")
+        args.append(f"importance.depth_metrics={_value([m for m in DEPTH_METRICS if m in metrics])}")
     if windows and not _has(recipe.importance_args, "importance.window_sizes"):
         args.append(f"importance.window_sizes={_value(sorted(windows))}")
     return args

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 from minitron.config.pipeline import PipelineCommand
+from minitron.fsutil import write_json_atomic
 from minitron.pipeline.report import write_report
 from minitron.pipeline.stages import REPORT, Stage
-from minitron.fsutil import write_json_atomic
 
 
 def _row(path: str) -> Optional[dict]:

@@ -17,8 +17,7 @@ import dataclasses
 
 import torch
 
-BATCH_REDUCTIONS = ("l2", "mean", "max")
-SEQ_REDUCTIONS = ("mean", "l2", "max")
+from minitron.config.prune import BATCH_REDUCTIONS, SEQ_REDUCTIONS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from minitron.data.documents import read_texts
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 from minitron.models.checkpoint import ModelSource, load_hf_weights, load_megatron_weights
@@ -16,7 +17,7 @@ from minitron.prune.scores import ImportanceScores
 
 def calibration_windows(source: ModelSource, data_path, text_field: str, num_samples: int, seq_length: int) -> torch.Tensor:
     """``[num_samples, seq_length]`` token windows of the calibration text (consecutive, no overlap)."""
-    texts = heldout.read_texts(data_path, text_field)
+    texts = read_texts(data_path, text_field)
     token_ids = heldout.tokenize(texts, load_tokenizer(source.carried_files))
     available = len(token_ids) // seq_length
     if available < num_samples:
@@ -39,9 +40,12 @@ def compute_importance(
     window_sizes: Optional[Sequence[int]],
     loss_num_samples: Optional[int],
 ) -> tuple[ImportanceScores, float]:
-    """Load ``source`` into this rank's shard and estimate its importance; returns (scores, load seconds)."""
+    """Load ``source`` into this rank's shard and estimate its importance; returns (scores, load seconds).
+
+    ``scores.meta["versions"]`` records the software that computed them (:func:`minitron.runtime.versions`)."""
     from minitron.models.megatron_gpt import build_gpt_model
     from minitron.prune.importance import estimate_importance
+    from minitron.runtime import versions
 
     start = time.perf_counter()
     # the local layer spec (SDPA attention) on any device: the hooks need the norms as modules
@@ -53,4 +57,5 @@ def compute_importance(
         model, source.arch, windows, micro_batch_size, aggregation=aggregation,
         depth_metrics=depth_metrics, window_sizes=window_sizes, loss_num_samples=loss_num_samples,
     )  # fmt: skip
+    scores.meta["versions"] = versions()
     return scores, load_seconds

@@ -5,18 +5,18 @@ Megatron's pipeline schedules) with hooks on this rank's layers, then a few more
 layers dropped, and returns the global :class:`~minitron.prune.scores.ImportanceScores`, the same on
 every rank and equal to a TP=1, PP=1 run. What is hooked (Megatron layout ``[seq, batch, features]``):
 
-=====================  ===========================================  =====================================
-scores                 hooked tensor                                per rank
-=====================  ===========================================  =====================================
-``hidden [h]``         output of ``input_layernorm`` and            replicated over TP: TP rank 0 counts
-                       ``pre_mlp_layernorm`` of every layer;        them; each hook aggregated, then
-                       each hook scored, then summed over hooks     summed over the 2 x layers hooks
-``ffn [L, ffn]``       input of ``mlp.linear_fc2`` (after SwiGLU)   rank r holds neurons r*ffn/tp..
-``heads [L, H]``       input of ``self_attention.linear_proj``      rank r holds heads r*H/tp.. (whole
-                       ``[.., heads * head_dim]``: channel scores,  query groups), in HF order
-                       then L2 over head_dim; groups: L2 of heads
-``layer_bi [L]``       ``TransformerLayer`` input vs output         replicated over TP
-=====================  ===========================================  =====================================
+=======================  ===========================================  =====================================
+scores                   hooked tensor                                per rank
+=======================  ===========================================  =====================================
+``hidden [h]``           output of ``input_layernorm`` and            replicated over TP: TP rank 0 counts
+                         ``pre_mlp_layernorm`` of every layer;        them; each hook aggregated, then
+                         each hook scored, then summed over hooks     summed over the 2 x layers hooks
+``ffn [L, ffn]``         input of ``mlp.linear_fc2`` (after SwiGLU)   rank r holds neurons r*ffn/tp..
+``heads [L, H]``         input of ``self_attention.linear_proj``      rank r holds heads r*H/tp.. (whole
+                         ``[.., heads * head_dim]``: channel scores,  query groups), in HF order
+                         then L2 over head_dim; groups: L2 of heads
+``block_influence [L]``  ``TransformerLayer`` input vs output         replicated over TP
+=======================  ===========================================  =====================================
 
 Each rank folds its samples (``windows[dp_rank::dp]``) into reducible statistics placed at their
 global coordinates (layer, unit), zero elsewhere; one all-reduce over the world then combines data
@@ -35,14 +35,13 @@ from typing import Optional, Sequence
 
 import torch
 
+from minitron.config.prune import DEPTH_METRICS
 from minitron.errors import MinitronError
 from minitron.eval.heldout import megatron_heldout_loss
 from minitron.models.arch import ModelArch
 from minitron.prune import depth
 from minitron.prune.aggregation import Aggregation, group_scores, head_scores
 from minitron.prune.scores import ImportanceScores
-
-DEPTH_METRICS = ("bi", "layer_loss", "window_loss")
 
 
 class _ActivationHooks:
@@ -59,7 +58,7 @@ class _ActivationHooks:
         self.hidden = torch.zeros(layers, 2, arch.hidden_size, **stats)  # [layer, (attention norm, MLP norm), h]
         self.ffn = torch.zeros(layers, arch.ffn_hidden_size, **stats)
         self.proj = torch.zeros(layers, arch.num_attention_heads * arch.head_dim, **stats)
-        self.bi = torch.zeros(layers, **stats)  # sum over tokens of 1 - cos
+        self.block_influence = torch.zeros(layers, **stats)  # sum over tokens of 1 - cos
         self.tp_rank = parallel_state.get_tensor_model_parallel_rank()
         replicated_here = self.tp_rank == 0  # TP ranks see identical norm outputs and hidden states
         self.handles = []
@@ -99,7 +98,7 @@ class _ActivationHooks:
     def _layer_hook(self, index: int):
         def hook(module, args, kwargs, output):
             layer_input = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            self.bi[index] += depth.block_influence_sum(layer_input, output[0])
+            self.block_influence[index] += depth.block_influence_sum(layer_input, output[0])
 
         return hook
 
@@ -113,7 +112,7 @@ class _ActivationHooks:
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             for statistic in (self.hidden, self.ffn, self.proj):
                 torch.distributed.all_reduce(statistic, op=self.aggregation.reduce_op)
-            torch.distributed.all_reduce(self.bi)
+            torch.distributed.all_reduce(self.block_influence)
 
 
 def resolve_window_sizes(arch: ModelArch, depth_metrics: Sequence[str], window_sizes: Optional[Sequence[int]]) -> tuple:
@@ -147,7 +146,7 @@ def estimate_importance(
 
     Every rank passes the same ``windows``; data-parallel rank ``r`` runs ``windows[r::dp]``.
     ``aggregation``: ``(batch, seq)`` reductions (see :mod:`minitron.prune.aggregation`).
-    ``depth_metrics``: block influence (``bi``, always computed: it comes with the first pass),
+    ``depth_metrics``: block influence (``block_influence``, always computed: it comes with the first pass),
     ``layer_loss`` (one pass per layer) and ``window_loss`` (one pass per run of ``k`` consecutive
     layers for each ``k`` in ``window_sizes``; None: ``num_layers // 2``, the paper's depth cut).
     ``loss_num_samples``: compute the loss metrics (and ``base_loss``) on the first N windows only
@@ -211,7 +210,7 @@ def estimate_importance(
         ffn=aggregation.finalize(hooks.ffn, num_samples).float().cpu(),
         heads=heads.float().cpu(),
         groups=group_scores(heads, arch.num_query_groups).float().cpu(),
-        layer_bi=(hooks.bi / (num_samples * seq_length)).float().cpu(),
+        block_influence=(hooks.block_influence / (num_samples * seq_length)).float().cpu(),
         base_loss=base["loss"],
     )
     if "layer_loss" in depth_metrics:

@@ -17,26 +17,10 @@ from typing import Optional
 
 import torch
 
+from minitron.config.prune import DEPTH_METRICS, PruneTargets
 from minitron.errors import MinitronError
 from minitron.models.arch import ModelArch
 from minitron.prune.scores import ImportanceScores
-
-DEPTH_METRICS = ("window_loss", "layer_loss", "block_influence")
-
-
-@dataclasses.dataclass
-class PruneTargets:
-    """What to prune to; every size is optional (None keeps the source's)."""
-
-    hidden_size: Optional[int] = None  # embedding channels
-    ffn_hidden_size: Optional[int] = None  # MLP neurons per layer
-    num_attention_heads: Optional[int] = None  # query heads per layer
-    num_query_groups: Optional[int] = None  # key/value heads per layer
-    num_layers: Optional[int] = None  # layers to keep, chosen by depth_metric
-    drop_layers: Optional[list] = None  # explicit 0-based layers to drop (instead of num_layers)
-    depth_metric: str = "window_loss"  # window_loss (contiguous run, LM loss) | layer_loss | block_influence
-    ranking: str = "importance"  # importance | random (the ablation baseline)
-    seed: int = 0  # seed of the random ranking
 
 
 @dataclasses.dataclass
@@ -89,7 +73,7 @@ def randomized(scores: ImportanceScores, seed: int) -> ImportanceScores:
     return dataclasses.replace(
         scores,
         hidden=rand(scores.hidden), ffn=rand(scores.ffn), heads=rand(scores.heads), groups=rand(scores.groups),
-        layer_bi=rand(scores.layer_bi),
+        block_influence=rand(scores.block_influence),
         layer_loss=None if scores.layer_loss is None else rand(scores.layer_loss),
         window_loss={k: rand(v) for k, v in scores.window_loss.items()},
     )  # fmt: skip
@@ -124,7 +108,7 @@ def select_layers(arch: ModelArch, scores: ImportanceScores, targets: PruneTarge
         start = int(torch.argmin(scores.window_loss[n_drop].double()))
         drop = set(range(start, start + n_drop))
     else:
-        values = scores.layer_bi if metric == "block_influence" else scores.layer_loss
+        values = scores.block_influence if metric == "block_influence" else scores.layer_loss
         if values is None:
             raise MinitronError(f"the importance scores have no {metric} layer scores; re-run importance with it")
         drop = set(torch.argsort(values.double(), stable=True)[:n_drop].tolist())
@@ -195,12 +179,12 @@ def needed_depth_metrics(arch: ModelArch, targets: PruneTargets) -> tuple[tuple[
     candidate and are estimated only when ``num_layers`` asks for them.
     """
     if targets.num_layers is None or targets.num_layers >= arch.num_layers:
-        return ("bi",), ()
+        return ("block_influence",), ()
     if targets.depth_metric == "window_loss":
-        return ("bi", "window_loss"), (arch.num_layers - targets.num_layers,)
+        return ("block_influence", "window_loss"), (arch.num_layers - targets.num_layers,)
     if targets.depth_metric == "layer_loss":
-        return ("bi", "layer_loss"), ()
-    return ("bi",), ()
+        return ("block_influence", "layer_loss"), ()
+    return ("block_influence",), ()
 
 
 def check_scores_cover(scores: ImportanceScores, arch: ModelArch, targets: PruneTargets, scores_dir, model_path,
@@ -233,5 +217,5 @@ def placeholder_scores(arch: ModelArch, targets: PruneTargets) -> ImportanceScor
         windows[L - targets.num_layers] = ones(targets.num_layers + 1)
     return ImportanceScores(
         hidden=ones(arch.hidden_size), ffn=ones(L, arch.ffn_hidden_size), heads=ones(L, arch.num_attention_heads),
-        groups=ones(L, arch.num_query_groups), layer_bi=ones(L), layer_loss=ones(L), window_loss=windows,
+        groups=ones(L, arch.num_query_groups), block_influence=ones(L), layer_loss=ones(L), window_loss=windows,
     )  # fmt: skip

@@ -40,11 +40,11 @@ def _title(scores: ImportanceScores) -> str:
 
 def plot_layers(scores: ImportanceScores, path: Path) -> Path:
     """Per-layer importance: the three depth metrics, one panel each."""
-    num_layers = len(scores.layer_bi)
+    num_layers = len(scores.block_influence)
     layers = list(range(num_layers))
     figure = _figure(10, 8)
     bi_axes, loss_axes, window_axes = figure.subplots(3, 1, sharex=True)
-    bi_axes.bar(layers, scores.layer_bi.tolist(), color="tab:blue")
+    bi_axes.bar(layers, scores.block_influence.tolist(), color="tab:blue")
     bi_axes.set_ylabel("1 - cos(in, out)")
     bi_axes.set_title("block influence (higher: more important)")
     if scores.layer_loss is not None:

@@ -36,6 +36,7 @@ import torch
 
 from minitron import runtime
 from minitron.errors import MinitronError
+from minitron.fsutil import fsync_directory, write_json_atomic, write_text_atomic
 from minitron.training import rng
 
 MANIFEST = "minitron_manifest.json"
@@ -191,33 +192,20 @@ def save(parts, run_dir, step: int, consumed_samples: int, arch: dict, keep_last
         manifest = {"format": "minitron-train-checkpoint", "version": 1, "step": step,
                     "consumed_samples": consumed_samples, "layout": common["layout"], "verify": verify,
                     "files": files}  # fmt: skip
-        with open(partial / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
+        write_json_atomic(partial / MANIFEST, manifest, indent=1)
         if final.exists():  # an older, refused or overwritten checkpoint of the same step
             shutil.rmtree(final)
         os.replace(partial, final)
         _write_latest(root, final.name)
         for _, old in complete_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(root)
+        fsync_directory(root)
     _barrier()
     return final
 
 
 def _write_latest(root: Path, name: str) -> None:
-    tmp = root / (LATEST + ".tmp")
-    tmp.write_text(name + "\n")
-    os.replace(tmp, root / LATEST)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_text_atomic(root / LATEST, name + "\n")
 
 
 def remove_partials(run_dir) -> list[str]:

@@ -9,16 +9,8 @@ from __future__ import annotations
 from minitron.config.training import TrainCommand
 from minitron.errors import MinitronError
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
+from minitron.parallel.setup import data_parallel_size
 from minitron.training import data, metrics, rundir
-
-
-def data_parallel_size(world_size: int, tp: int, pp: int) -> int:
-    if world_size % (tp * pp):
-        raise MinitronError(
-            f"parallel.tp={tp} x parallel.pp={pp} needs a multiple of {tp * pp} processes, but there are "
-            f"{world_size}: run under `torchrun --nproc-per-node {tp * pp}` (or a multiple of it)"
-        )
-    return world_size // (tp * pp)
 
 
 def check_train_inputs(cfg: TrainCommand, source, world_size: int) -> None:

@@ -21,6 +21,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from minitron.eval.forward import run_schedule
+
 
 @dataclasses.dataclass
 class StepResult:
@@ -84,24 +86,6 @@ def _global_loss(outputs: list) -> tuple[float, int]:
     return means["loss"], tokens
 
 
-def _run_schedule(model, batches: Iterator[dict], num_micro_batches: int, seq_length: int, micro_batch_size: int,
-                  forward_only: bool, functions: Optional[StepFunctions] = None) -> list:  # fmt: skip
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
-    functions = functions or StepFunctions()
-    extra = {"adjust_tensor_shapes_fn": functions.adjust_tensor_shapes} if functions.adjust_tensor_shapes else {}
-    return get_forward_backward_func()(
-        forward_step_func=functions.forward_step,
-        data_iterator=batches,
-        model=[model],
-        num_microbatches=num_micro_batches,
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
-        forward_only=forward_only,
-        **extra,
-    )
-
-
 def train_step(parts, batches: Iterator[dict], num_micro_batches: int, seq_length: int,
                micro_batch_size: int, functions: Optional[StepFunctions] = None) -> StepResult:  # fmt: skip
     """Forward/backward over one global batch (this rank's ``num_micro_batches``), then one update."""
@@ -111,8 +95,8 @@ def train_step(parts, batches: Iterator[dict], num_micro_batches: int, seq_lengt
     parts.model.train()
     parts.model.zero_grad_buffer()
     parts.optimizer.zero_grad()
-    outputs = _run_schedule(parts.model, batches, num_micro_batches, seq_length, micro_batch_size,
-                            forward_only=False, functions=functions)  # fmt: skip
+    outputs = run_schedule(parts.model, batches, num_micro_batches, seq_length, micro_batch_size,
+                           functions.forward_step, False, functions.adjust_tensor_shapes)  # fmt: skip
     lr = get_canonical_lr_for_logging(parts.optimizer.param_groups)
     update_successful, grad_norm, _ = parts.optimizer.step()
     if update_successful:
@@ -131,11 +115,12 @@ def train_step(parts, batches: Iterator[dict], num_micro_batches: int, seq_lengt
 def evaluate(model, batches: Iterator[dict], num_batches: int, num_micro_batches: int, seq_length: int,
              micro_batch_size: int, functions: Optional[StepFunctions] = None) -> tuple[float, int]:  # fmt: skip
     """Mean loss over ``num_batches`` global batches of validation data (forward only)."""
+    functions = functions or StepFunctions()
     model.eval()
     outputs = []
     with torch.no_grad():
         for _ in range(num_batches):
-            outputs += _run_schedule(model, batches, num_micro_batches, seq_length, micro_batch_size,
-                                     forward_only=True, functions=functions)  # fmt: skip
+            outputs += run_schedule(model, batches, num_micro_batches, seq_length, micro_batch_size,
+                                    functions.forward_step, True, functions.adjust_tensor_shapes)  # fmt: skip
     model.train()
     return _global_loss(outputs)

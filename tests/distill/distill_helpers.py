@@ -52,33 +52,7 @@ def final_parameters(run_dir: Path) -> dict:
 
 
 def torchrun_jobs(root: Path, name: str, jobs: list, expect_kill: bool = False) -> None:
-    """Run tests/workers/distill.py on ``jobs`` over 2 processes; with ``expect_kill`` the launch must end by
-    SIGKILL (as the training tests do: output to a file, the launch in its own process group, killed after)."""
-    import os
-    import signal
-    import subprocess
-    import sys
+    """Run tests/workers/distill.py on ``jobs`` over 2 processes (see conftest.torchrun_jobs)."""
+    import conftest
 
-    from conftest import REPO, TESTS, clean_env, free_port, run_torchrun
-
-    worker = TESTS / "workers" / "distill.py"
-    spec = Path(root) / f"{name}.json"
-    spec.write_text(json.dumps(jobs))
-    if not expect_kill:
-        run_torchrun(2, worker, spec)
-        return
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(free_port()), str(worker), str(spec)]  # fmt: skip
-    log = Path(root) / f"{name}.log"
-    with open(log, "w") as out:
-        launch = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env(),
-                                  start_new_session=True)  # fmt: skip
-        try:
-            returncode = launch.wait(timeout=600)
-        finally:
-            try:
-                os.killpg(launch.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    text = log.read_text()
-    assert returncode != 0 and "SIGKILL" in text, text[-3000:]
+    conftest.torchrun_jobs(conftest.TESTS / "workers" / "distill.py", root, name, jobs, expect_kill)

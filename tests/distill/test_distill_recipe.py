@@ -1,29 +1,21 @@
 """`minitron distill`: its configs compose, bad input is refused with the field named and nothing written, and
 the command distills end to end into a student that `minitron convert` exports to Hugging Face."""
 
-import dataclasses
+import functools
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from conftest import REPO, last_json, run_cli
+from conftest import (REPO, assert_group_option_documented, compose_command, last_json, prepare_rotating_corpus,
+                      run_cli, run_in_process)  # fmt: skip
 from distill_helpers import make_student, records, student_model, teacher_model  # noqa: F401 (fixtures)
 
 DISTILL_GROUP = sorted((REPO / "conf" / "distill").glob("*.yaml"))
 
 
-def compose(*overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from minitron.config import schema
-
-    schema.register()
-    with initialize_config_dir(config_dir=schema.CONF_DIR, version_base=None):
-        return schema.to_object(hydra_compose("distill", overrides=list(overrides)))
+compose = functools.partial(compose_command, "distill")
 
 
 @pytest.mark.parametrize("path", DISTILL_GROUP, ids=[p.stem for p in DISTILL_GROUP])
@@ -32,13 +24,7 @@ def test_distill_group_composes_and_documents_every_field(path):
 
     cfg = compose(f"distill={path.stem}", "teacher.path=T", "student.path=S", "data.path=D", "output=O")
     assert isinstance(cfg.distill, DistillSettings)
-    text = path.read_text()
-    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
-    assert text.startswith("#") and ("minitron distill" in header or "minitron) distill" in header)
-    assert set(yaml.safe_load(text)) == {f.name for f in dataclasses.fields(DistillSettings)}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            assert "#" in line, f"{path.name}: field without a comment: {line}"
+    assert_group_option_documented(path, DistillSettings, "distill")
 
 
 def test_defaults_follow_the_paper():
@@ -66,17 +52,7 @@ def test_schema_rejects_bad_values(override, message):
     assert message in str(err.value)
 
 
-def run_recipe(monkeypatch, capfd, *args, world_size=None):
-    """Run recipes/distill.py in this process; returns (exit code, stderr)."""
-    import recipes.distill
-
-    monkeypatch.setattr(sys, "argv", ["minitron-distill", *map(str, args)])
-    if world_size:
-        monkeypatch.setenv("WORLD_SIZE", str(world_size))
-    capfd.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        recipes.distill.main()
-    return exit_info.value.code, capfd.readouterr().err
+run_recipe = functools.partial(run_in_process, "distill")  # (monkeypatch, capfd, *args, world_size=None)
 
 
 def other_tokenizer(model_dir: Path) -> Path:
@@ -144,14 +120,8 @@ def test_bad_input_is_refused_and_nothing_written(case, message, student_model, 
 def test_distill_command_and_hf_export(student_model, teacher_model, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from minitron.data.prepare import prepare_dataset
-
-    corpus = tmp_path / "corpus.jsonl"
-    words = "the student learns what the teacher says one two three four five six seven".split()
-    lines = [json.dumps({"text": " ".join(words[i % 7 :] + words[: i % 7])}) for i in range(60)]
-    corpus.write_text("\n".join(lines) + "\n")
-    prefix = tmp_path / "corpus"
-    prepare_dataset(corpus, student_model, prefix, workers=1, progress=False)
+    prefix = prepare_rotating_corpus(tmp_path, student_model, "the student learns what the teacher says one two three "
+                                     "four five six seven")  # fmt: skip
     run, hf = tmp_path / "run", tmp_path / "hf"
     result = run_cli("distill", f"teacher.path={teacher_model}", f"student.path={student_model}", f"data.path={prefix}",
                      f"output={run}", "train.steps=3", "train.global_batch_size=2", "train.seq_length=32",

@@ -1,11 +1,9 @@
 """Held-out loss: the window definition, minitron == transformers, any layout, clear errors."""
 
-import json
-
 import pytest
 import torch
 
-from conftest import REPO, last_json, run_cli, run_torchrun
+from conftest import REPO, expected_versions, last_json, run_cli, run_torchrun
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 
@@ -16,20 +14,6 @@ def test_windows_are_consecutive_and_drop_the_tail():
     assert heldout.make_windows(list(range(10)), 3, max_windows=2).shape == (2, 3)
     with pytest.raises(MinitronError, match="fewer than one window of eval.seq_length=20"):
         heldout.make_windows(list(range(10)), seq_length=20)
-
-
-def test_read_texts(tmp_path):
-    jsonl = tmp_path / "d.jsonl"
-    jsonl.write_text(json.dumps({"text": "a"}) + "\n\n" + json.dumps({"text": "b"}) + "\n")
-    assert heldout.read_texts(jsonl) == ["a", "b"]
-    jsonl.write_text(json.dumps({"body": "a"}) + "\n")
-    with pytest.raises(MinitronError, match="line 1 is not a JSON object with a 'text' field"):
-        heldout.read_texts(jsonl)
-    with pytest.raises(MinitronError, match="no such file"):
-        heldout.read_texts(tmp_path / "missing.txt")
-    (tmp_path / "empty.txt").write_text("  \n")
-    with pytest.raises(MinitronError, match="holds no text"):
-        heldout.read_texts(tmp_path / "empty.txt")
 
 
 def test_loss_equals_transformers(tiny_models, megatron_world):
@@ -72,6 +56,7 @@ def test_eval_cli_with_reference(tiny_models, text_file):
     assert out["tokens"] == 10 * 63 and out["windows"] == 10
     assert out["abs_diff"] < 1e-4
     assert abs(out["ppl"] - torch.tensor(out["loss"]).exp().item()) < 1e-3
+    assert out["versions"] == expected_versions()
 
 
 @pytest.mark.slow

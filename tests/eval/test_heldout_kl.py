@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import REPO, last_json, run_cli, run_torchrun
+from minitron.data.documents import read_texts
 from minitron.errors import MinitronError
 from minitron.eval import heldout
 from tiny_models import make_peaked_teacher
@@ -63,7 +64,7 @@ def brute_force(model_dir, teacher_dir, windows: torch.Tensor) -> dict:
 def test_kl_equals_transformers(tiny_models, teacher, text_file, single_process):
     from minitron.models.tokenizer import load_tokenizer
 
-    texts = heldout.read_texts(text_file)  # the windows as `minitron eval` builds them
+    texts = read_texts(text_file)  # the windows as `minitron eval` builds them
     windows = heldout.make_windows(heldout.tokenize(texts, load_tokenizer(tiny_models["llama31"])), SEQ_LENGTH,
                                    MAX_WINDOWS)  # fmt: skip
     expected = brute_force(tiny_models["llama31"], teacher, windows)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, run_torchrun, last_json, REPO
+from conftest import run_cli, run_torchrun, last_json, REPO, expected_versions
 from tiny_models import make_tiny_model, save_char_tokenizer
 
 
@@ -34,10 +34,12 @@ def test_round_trip_bit_exact(family, dtype, tmp_path):
     result = run_cli("convert", f"model.path={source}", f"output={ckpt}")
     assert result.returncode == 0, result.stderr
     assert last_json(result.stdout)["format"] == "megatron"
-    assert (ckpt / "minitron.json").is_file() and (ckpt / "hf_files" / "tokenizer.json").is_file()
+    assert (ckpt / "hf_files" / "tokenizer.json").is_file()
+    assert json.loads((ckpt / "minitron.json").read_text())["versions"] == expected_versions()
     result = run_cli("convert", f"model.path={ckpt}", f"output={back}")
     assert result.returncode == 0, result.stderr
     assert_bit_exact(source, back)
+    assert json.loads((back / "minitron.json").read_text())["versions"] == expected_versions()
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (back / name).read_bytes() == (source / name).read_bytes()
     config = json.loads((back / "config.json").read_text())

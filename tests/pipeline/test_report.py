@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from minitron.pipeline.report import _count, _write_atomically, read_metrics, write_report
+from minitron.pipeline.report import _count, read_metrics, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -215,19 +213,6 @@ def test_read_metrics_keeps_last_record_per_step(tmp_path):
     assert [(record["step"], record["loss"]) for record in metrics["train"]] == [(1, 5.0), (2, 3.5)]
     assert metrics["valid"] == []
     assert read_metrics(tmp_path / "absent.jsonl") == {"train": [], "valid": []}
-
-
-def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    target = tmp_path / "report.md"
-    target.write_text("old")
-
-    def write_half(temporary: Path):
-        temporary.write_text("half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        _write_atomically(target, write_half)
-    assert target.read_text() == "old" and [path.name for path in tmp_path.iterdir()] == ["report.md"]
 
 
 def test_count_format():

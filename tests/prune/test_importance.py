@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TESTS, clean_env, last_json, run_cli, run_torchrun
+from conftest import REPO, TESTS, clean_env, expected_versions, last_json, run_cli, run_torchrun
 from minitron.errors import MinitronError
 
 sys.path.insert(0, str(TESTS / "workers"))
 from importance import MICRO_BATCH_SIZE, WINDOW_SIZES, calibration_windows  # noqa: E402
 
 TOLERANCE = 1e-5
-ALL_METRICS = ("bi", "layer_loss", "window_loss")
+ALL_METRICS = ("block_influence", "layer_loss", "window_loss")
 SEQ = {"mean": lambda a: a.mean(dim=1), "l2": lambda a: a.pow(2).sum(dim=1).sqrt(), "max": lambda a: a.amax(dim=1)}
 BATCH = {"l2": lambda p: p.pow(2).sum(dim=0).sqrt(), "mean": lambda p: p.mean(dim=0), "max": lambda p: p.amax(dim=0)}
 
@@ -83,7 +83,7 @@ def reference_scores(model_dir, heads: int, groups: int, batch="l2", seq="mean")
         "ffn": torch.stack([score(acts[("ffn", i)]) for i in layers]),
         "heads": head,
         "groups": head.reshape(len(layers), groups, -1).norm(dim=-1),
-        "layer_bi": torch.stack([
+        "block_influence": torch.stack([
             (1 - torch.nn.functional.cosine_similarity(acts[("input", i)], acts[("output", i)], dim=-1)).mean()
             for i in layers
         ]),
@@ -122,7 +122,7 @@ def estimate(model_dir, **kwargs):
     from minitron.prune.importance import estimate_importance
 
     model, arch = megatron_model(model_dir)
-    kwargs = {"depth_metrics": ("bi",), "progress": False, **kwargs}
+    kwargs = {"depth_metrics": ("block_influence",), "progress": False, **kwargs}
     return estimate_importance(model, arch, calibration_windows(), MICRO_BATCH_SIZE, **kwargs)
 
 
@@ -166,13 +166,13 @@ def test_loss_metrics_match_transformers_with_layers_removed(tiny_models, megatr
 
 def test_loss_metrics_on_a_subset_of_the_windows(tiny_models, megatron_world):
     full = estimate(tiny_models["smollm2"])
-    subset = estimate(tiny_models["smollm2"], depth_metrics=("bi", "layer_loss"), loss_num_samples=3)
+    subset = estimate(tiny_models["smollm2"], depth_metrics=("block_influence", "layer_loss"), loss_num_samples=3)
     model, windows = hf_model(tiny_models["smollm2"]), calibration_windows()
     assert abs(subset.base_loss - hf_loss(model, windows[:3])) < TOLERANCE
     assert abs(subset.meta["calibration_loss"] - hf_loss(model, windows)) < TOLERANCE
     first_dropped = hf_loss(model, windows[:3], drop=(0,)) - subset.base_loss
     assert_close(subset.layer_loss[0], torch.tensor(first_dropped), "layer 0")
-    for name in ("hidden", "ffn", "heads", "layer_bi"):  # width scores still use every window
+    for name in ("hidden", "ffn", "heads", "block_influence"):  # width scores still use every window
         assert_close(getattr(subset, name), getattr(full, name), name)
     assert subset.meta["loss_num_samples"] == 3 and subset.meta["num_samples"] == 5
 
@@ -223,6 +223,21 @@ def test_scores_save_load_and_plots(tiny_models, megatron_world, tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in paths)
 
 
+def test_scores_written_under_the_old_block_influence_name_load(tmp_path):
+    """importance.safetensors/.json written when block influence was called ``layer_bi``/``bi`` still load."""
+    from safetensors.torch import save_file
+
+    from minitron.prune.scores import META_FILE, SCORES_FILE, ImportanceScores
+
+    old = {"hidden": torch.rand(8), "ffn": torch.rand(2, 16), "heads": torch.rand(2, 4), "groups": torch.rand(2, 2),
+           "layer_bi": torch.tensor([0.25, 0.5])}  # fmt: skip
+    save_file(old, str(tmp_path / SCORES_FILE))
+    (tmp_path / META_FILE).write_text(json.dumps({"base_loss": 2.5, "depth_metrics": ["bi", "layer_loss"]}))
+    loaded = ImportanceScores.load(tmp_path)
+    assert torch.equal(loaded.block_influence, old["layer_bi"]) and torch.equal(loaded.ffn, old["ffn"])
+    assert loaded.meta["depth_metrics"] == ["block_influence", "layer_loss"] and loaded.base_loss == 2.5
+
+
 @pytest.mark.slow
 def test_parallel_layouts_equal_tp1(tiny_models, megatron_world, tmp_path):
     from minitron.prune.scores import ImportanceScores
@@ -237,7 +252,7 @@ def test_parallel_layouts_equal_tp1(tiny_models, megatron_world, tmp_path):
         assert agreement["max_abs_diff"] < 1e-6, (name, agreement)  # every rank holds the same scores
         tp, pp = map(int, layout.split("x"))
         assert parallel.meta["parallel"] == {"tp": tp, "pp": pp, "dp": 2 // (tp * pp)}
-        for field in ("hidden", "ffn", "heads", "groups", "layer_bi", "layer_loss"):
+        for field in ("hidden", "ffn", "heads", "groups", "block_influence", "layer_loss"):
             assert_close(getattr(parallel, field), getattr(single, field), f"{name} {field}")
         for k in WINDOW_SIZES:
             assert_close(parallel.window_loss[k], single.window_loss[k], f"{name} window_loss[{k}]")
@@ -256,7 +271,7 @@ def test_cli_writes_scores_and_plots_and_refuses_short_data(tiny_models, text_fi
         assert Path(path).is_file() and Path(path).parent == out
     meta = json.loads((out / "importance.json").read_text())
     assert meta["data_path"] == str(text_file) and meta["window_sizes"] == [2] and meta["num_samples"] == 4
-    assert "minitron_commit" in meta["versions"] and (out / "config.yaml").is_file()
+    assert meta["versions"] == expected_versions() and (out / "config.yaml").is_file()
 
     short = run_cli("importance", *args, "calib.num_samples=100000", f"output={tmp_path / 'short'}")
     assert short.returncode == 2

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import last_json, run_cli
+from conftest import expected_versions, last_json, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,8 @@ def test_prune_width_and_depth(tiny_models, long_text, tmp_path):
     student = AutoModelForCausalLM.from_pretrained(out)
     assert sum(p.numel() for p in student.parameters()) == summary["params_after"]
     assert (out / "importance.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert json.loads((out / "prune_summary.json").read_text())["versions"] == expected_versions()
+    assert json.loads((out / "importance.json").read_text())["versions"] == expected_versions()
     assert list(out.glob("*.png"))
 
     # pruning again to other targets reuses the saved scores (no calibration data needed)

@@ -19,7 +19,7 @@ def random_scores(arch, seed=0) -> ImportanceScores:
     return ImportanceScores(
         hidden=torch.rand(arch.hidden_size, generator=gen), ffn=torch.rand(L, arch.ffn_hidden_size, generator=gen),
         heads=torch.rand(L, arch.num_attention_heads, generator=gen),
-        groups=torch.rand(L, arch.num_query_groups, generator=gen), layer_bi=torch.rand(L, generator=gen),
+        groups=torch.rand(L, arch.num_query_groups, generator=gen), block_influence=torch.rand(L, generator=gen),
         layer_loss=torch.rand(L, generator=gen), window_loss={k: torch.rand(L - k + 1, generator=gen) for k in (1, 2)},
     )  # fmt: skip
 

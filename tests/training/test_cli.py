@@ -1,11 +1,9 @@
 """`minitron train` end to end: prepared data -> train (1 process) -> resume at TP=2 (torchrun) -> HF export."""
 
-import json
-
 import pytest
 import torch
 
-from conftest import REPO, last_json, run_cli, run_torchrun
+from conftest import REPO, last_json, prepare_rotating_corpus, run_cli, run_torchrun
 from train_helpers import train_model, train_records  # noqa: F401 (fixture)
 
 
@@ -13,14 +11,8 @@ from train_helpers import train_model, train_records  # noqa: F401 (fixture)
 def test_train_resume_at_tp2_and_export(train_model, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from minitron.data.prepare import prepare_dataset
-
-    corpus = tmp_path / "corpus.jsonl"
-    words = "the model learns to count one two three four five six seven eight nine ten".split()
-    lines = [json.dumps({"text": " ".join(words[i % 7 :] + words[: i % 7])}) for i in range(60)]
-    corpus.write_text("\n".join(lines) + "\n")
-    prefix = tmp_path / "corpus"
-    prepare_dataset(corpus, train_model, prefix, workers=1, progress=False)
+    prefix = prepare_rotating_corpus(tmp_path, train_model, "the model learns to count one two three four five six "
+                                     "seven eight nine ten")  # fmt: skip
 
     run, hf = tmp_path / "run", tmp_path / "hf"
     common = [f"model.path={train_model}", f"data.path={prefix}", f"output={run}", "train.global_batch_size=4",

@@ -1,17 +1,15 @@
 """Training across layouts (2 processes, gloo): TP=2, PP=2 and DP=2 equal TP=1; a killed run resumes exactly;
 checkpoints reshard (TP=2 -> TP=1, distributed optimizer DP=2 -> DP=1)."""
 
+import functools
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, TESTS, clean_env, free_port, run_torchrun
+import conftest
+from conftest import TESTS
 from train_helpers import losses, train_model  # noqa: F401 (fixture)
 from workers.train import run_job
 
@@ -19,27 +17,7 @@ WORKER = TESTS / "workers" / "train.py"
 TOLERANCE = 1e-5
 
 
-def torchrun_jobs(tmp_path, name, jobs, expect_kill=False):
-    """Run the worker on ``jobs`` over 2 processes; with ``expect_kill`` the launch must end by SIGKILL."""
-    spec = tmp_path / f"{name}.json"
-    spec.write_text(json.dumps(jobs))
-    if not expect_kill:
-        return run_torchrun(2, WORKER, spec)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(free_port()), str(WORKER), str(spec)]  # fmt: skip
-    log = tmp_path / f"{name}.log"
-    with open(log, "w") as out:  # a file, not a pipe: nothing can hold the test's pipes open
-        launch = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env(),
-                                  start_new_session=True)  # fmt: skip
-        try:
-            returncode = launch.wait(timeout=600)
-        finally:  # whatever the killed rank left behind shares the launch's process group
-            try:
-                os.killpg(launch.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    text = log.read_text()
-    assert returncode != 0 and "SIGKILL" in text, text[-3000:]
+torchrun_jobs = functools.partial(conftest.torchrun_jobs, WORKER)  # (directory, name, jobs, expect_kill=False)
 
 
 def final_parameters(run_dir):

@@ -1,26 +1,17 @@
 """`minitron train`: its configs compose, and bad input is refused with the field named and nothing written."""
 
-import dataclasses
-import sys
+import functools
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, assert_group_option_documented, compose_command, run_cli, run_in_process
 from train_helpers import train_model, write_indexed_dataset  # noqa: F401 (fixture)
 
 TRAIN_GROUP = sorted((REPO / "conf" / "train").glob("*.yaml"))
 
 
-def compose(*overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from minitron.config import schema
-
-    schema.register()
-    with initialize_config_dir(config_dir=schema.CONF_DIR, version_base=None):
-        return schema.to_object(hydra_compose("train", overrides=list(overrides)))
+compose = functools.partial(compose_command, "train")
 
 
 @pytest.mark.parametrize("path", TRAIN_GROUP, ids=[p.stem for p in TRAIN_GROUP])
@@ -29,14 +20,7 @@ def test_train_group_composes_and_documents_every_field(path):
 
     cfg = compose(f"train={path.stem}", "model.path=M", "data.path=D", "output=O")
     assert isinstance(cfg.train, TrainSettings)
-    text = path.read_text()
-    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
-    assert text.startswith("#") and ("minitron train" in header or "minitron) train" in header)  # how to run it
-    values = yaml.safe_load(text)
-    assert set(values) == {f.name for f in dataclasses.fields(TrainSettings)}  # every field set and visible
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            assert "#" in line, f"{path.name}: field without a comment: {line}"
+    assert_group_option_documented(path, TrainSettings, "train")
 
 
 def test_teacher_correction_follows_the_paper():
@@ -65,17 +49,7 @@ def test_schema_rejects_bad_values(override, message):
         compose("model.path=M", "output=O", "train.micro_batch_size=4", "train.steps=100", override)
 
 
-def run_recipe(monkeypatch, capfd, *args, world_size=None):
-    """Run recipes/train.py in this process; returns (exit code, stderr)."""
-    import recipes.train
-
-    monkeypatch.setattr(sys, "argv", ["minitron-train", *map(str, args)])
-    if world_size:
-        monkeypatch.setenv("WORLD_SIZE", str(world_size))
-    capfd.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        recipes.train.main()
-    return exit_info.value.code, capfd.readouterr().err
+run_recipe = functools.partial(run_in_process, "train")  # (monkeypatch, capfd, *args, world_size=None)
 
 
 @pytest.fixture

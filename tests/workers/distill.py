@@ -26,8 +26,8 @@ from workers.train import SEQ_LENGTH, corpus  # noqa: E402
 def make_config(student: str, teacher: str, run: str, tp: int = 1, pp: int = 1, steps: int = 3,
                 global_batch_size: int = 4, micro_batch_size: int = 1, lr: float = 1e-3, interval: int = 100,
                 eval_interval: int = 0, distill: dict | None = None):  # fmt: skip
+    from minitron.config.common import ModelConfig, ParallelConfig
     from minitron.config.distill import DistillCommand, DistillSettings, TeacherConfig
-    from minitron.config.schema import ModelConfig, ParallelConfig
     from minitron.config.training import CheckpointConfig, LoggingConfig, TrainSettings
 
     settings = TrainSettings(

@@ -24,7 +24,7 @@ def calibration_windows() -> torch.Tensor:
 
 
 def flat(scores) -> torch.Tensor:
-    parts = [scores.hidden, scores.ffn, scores.heads, scores.groups, scores.layer_bi, scores.layer_loss]
+    parts = [scores.hidden, scores.ffn, scores.heads, scores.groups, scores.block_influence, scores.layer_loss]
     parts += [scores.window_loss[k] for k in sorted(scores.window_loss)] + [torch.tensor([scores.base_loss])]
     return torch.cat([p.double().flatten() for p in parts])
 

@@ -36,7 +36,7 @@ def make_config(model: str, run: str, tp: int = 1, pp: int = 1, steps: int = 5, 
                 micro_batch_size: int = 1, lr: float = 1e-3, distributed_optimizer: bool = False,
                 interval: int = 100, keep_last: int = 2, verify: str = "checksum", eval_interval: int = 0,
                 resume: bool = True):  # fmt: skip
-    from minitron.config.schema import ModelConfig, ParallelConfig
+    from minitron.config.common import ModelConfig, ParallelConfig
     from minitron.config.training import CheckpointConfig, LoggingConfig, TrainCommand, TrainSettings
 
     settings = TrainSettings(
