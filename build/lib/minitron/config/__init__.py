@@ -1,0 +1,1 @@
+"""Structured (dataclass) schemas of every Hydra config; see :mod:`minitron.config.schema`."""

@@ -1,0 +1,42 @@
+"""Schemas of the data commands (``minitron data prepare``); registered by :func:`register`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from minitron.errors import MinitronError
+
+
+@dataclass
+class TokenizerModelConfig:
+    path: str = MISSING  # Hugging Face directory or minitron Megatron checkpoint whose tokenizer to use
+
+
+@dataclass
+class DataPrepareConfig:
+    path: str = MISSING  # .txt (one document), .jsonl (one per line), .parquet (one per row), or a directory of them
+    text_field: str = "text"  # JSON field / parquet column that holds each document's text
+    workers: Optional[int] = None  # tokenizer processes (None: min(4, CPU count)); output is the same for any number
+
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1:
+            raise MinitronError(f"data.workers={self.workers}: must be >= 1 (or null for the default)")
+        if not self.text_field:
+            raise MinitronError("data.text_field is empty: name the field or column that holds the text")
+
+
+@dataclass
+class DataPrepareCommand:
+    model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
+    data: DataPrepareConfig = field(default_factory=DataPrepareConfig)
+    output: str = MISSING  # prefix to write: OUTPUT.bin, OUTPUT.idx (Megatron indexed dataset) and OUTPUT.json
+    overwrite: bool = False  # replace an existing OUTPUT.bin
+
+
+def register() -> None:
+    """Register the data commands' schemas with Hydra's ConfigStore (conf/data_prepare.yaml extends one)."""
+    ConfigStore.instance().store(name="data_prepare_schema", node=DataPrepareCommand)

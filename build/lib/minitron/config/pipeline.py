@@ -1,0 +1,138 @@
+"""Schemas of ``minitron pipeline``: a recipe (``conf/recipe/*.yaml``) and the command around it.
+
+A recipe names the teacher, the data, and what each stage adds to its command line; the pipeline
+turns it into a list of stage commands (:mod:`minitron.pipeline.stages`). Stage settings are given as
+the same ``key=value`` overrides the stage takes on its own command line, so a recipe reads like the
+commands it runs. The token budget of the students is one section, shared by distillation and the
+from-scratch baseline so that both see exactly the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from minitron.config.common import ParallelConfig
+from minitron.config.prune import PruneTargets
+from minitron.errors import MinitronError
+
+# keys of the shared budget; a stage's own args must not set them (the budget would differ per student)
+BUDGET_KEYS = ("train.steps", "train.global_batch_size", "train.seq_length")
+PRUNE_TARGETS = tuple(PruneTargets.__dataclass_fields__)  # what a student's `prune` section may set
+
+
+@dataclass
+class RecipeData:
+    train: str = (
+        MISSING  # distillation corpus: .txt/.jsonl/.parquet file or directory (tokenized once), or a prepared PREFIX
+    )
+    calib: str = MISSING  # calibration text for importance estimation (.txt or .jsonl)
+    heldout: str = MISSING  # held-out text for the evaluation table (.txt or .jsonl)
+
+
+@dataclass
+class TeacherCorrection:
+    enabled: bool = False  # fine-tune the teacher on data.train before pruning (the paper: ~100B tokens for 8B)
+    args: List[str] = field(
+        default_factory=list
+    )  # `minitron train` overrides, e.g. [train=teacher_correction, train.steps=1000]
+
+
+@dataclass
+class TokenBudget:
+    steps: int = 100  # optimizer steps of each distillation and of each from-scratch baseline
+    global_batch_size: int = 8  # sequences per step
+    micro_batch_size: int = 1  # sequences per forward/backward pass on one rank
+    seq_length: int = 512  # tokens per sequence
+
+    def __post_init__(self):
+        for name in ("steps", "global_batch_size", "micro_batch_size", "seq_length"):
+            if getattr(self, name) < 1:
+                raise MinitronError(f"recipe.budget.{name}={getattr(self, name)}: must be >= 1")
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.global_batch_size * self.seq_length
+
+    def args(self) -> list[str]:
+        return [
+            f"train.steps={self.steps}",
+            f"train.global_batch_size={self.global_batch_size}",
+            f"train.micro_batch_size={self.micro_batch_size}",
+            f"train.seq_length={self.seq_length}",
+        ]
+
+
+@dataclass
+class Student:
+    prune: Dict[str, Any] = field(
+        default_factory=dict
+    )  # `minitron prune` targets (prune.<key>), e.g. {hidden_size: 3072}
+    distill: bool = True  # distill the pruned student from the teacher for the token budget
+    from_scratch: bool = False  # baseline: train this architecture from random init on the same tokens
+
+
+@dataclass
+class Recipe:
+    name: str = MISSING  # the recipe's name; the default run directory is runs/<name>
+    description: str = ""  # one paragraph for the report
+    assets: List[str] = field(default_factory=list)  # `minitron assets fetch` these first (demo teacher and corpus)
+    teacher: str = MISSING  # HF directory or minitron Megatron checkpoint (`${minitron_home:}` = the assets directory)
+    data: RecipeData = field(default_factory=RecipeData)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # layout of every parallel stage
+    teacher_correction: TeacherCorrection = field(default_factory=TeacherCorrection)
+    importance_args: List[str] = field(default_factory=list)  # `minitron importance` overrides (calib.*, importance.*)
+    students: Dict[str, Student] = field(default_factory=dict)  # name -> pruning targets; one run directory each
+    budget: TokenBudget = field(
+        default_factory=TokenBudget
+    )  # training tokens of every distilled / from-scratch student
+    distill_args: List[str] = field(default_factory=list)  # `minitron distill` overrides (train.lr, distill.*, ...)
+    scratch_args: List[str] = field(default_factory=list)  # `minitron train` overrides of the from-scratch baselines
+    eval_args: List[str] = field(default_factory=list)  # `minitron eval` overrides (eval.max_windows, eval.seq_length)
+    export: bool = True  # write every distilled student as a Hugging Face directory (students/NAME/hf)
+
+    def validate(self) -> None:
+        """Checks of a complete recipe (the schema's defaults are not one): run before any stage."""
+        if not self.students:
+            raise MinitronError(
+                f"recipe {self.name}: recipe.students is empty; give at least one student's prune targets"
+            )
+        for name, student in self.students.items():
+            if not name.isidentifier():
+                raise MinitronError(
+                    f"recipe.students.{name}: a student's name must be a plain identifier (letters, digits, _)"
+                )
+            if not student.prune:
+                raise MinitronError(f"recipe.students.{name}.prune is empty: give targets, e.g. {{num_layers: 16}}")
+            unknown = sorted(set(student.prune) - set(PRUNE_TARGETS))
+            if unknown:
+                raise MinitronError(
+                    f"recipe.students.{name}.prune: unknown {unknown}; use any of {', '.join(PRUNE_TARGETS)}"
+                )
+        for section in ("distill_args", "scratch_args"):
+            for arg in getattr(self, section):
+                if arg.split("=", 1)[0].lstrip("+~") in BUDGET_KEYS:
+                    raise MinitronError(
+                        f"recipe.{section}: {arg!r} sets the token budget per stage; set recipe.budget instead so "
+                        "distilled and from-scratch students see the same tokens"
+                    )
+
+
+@dataclass
+class PipelineCommand:
+    recipe: Recipe = field(default_factory=Recipe)  # conf/recipe/<name>.yaml: `minitron pipeline recipe=NAME`
+    output: Optional[str] = None  # run directory (None: runs/<recipe.name>); rerun the same command to resume
+    launcher: str = ""  # prefix of the parallel stages' commands, e.g. "torchrun --nproc-per-node 8" ("": one process)
+    dry_run: bool = False  # print the stages and their commands and what is already done; run nothing
+
+    @property
+    def run_dir(self) -> str:
+        return self.output or f"runs/{self.recipe.name}"
+
+
+def register() -> None:
+    """Register the pipeline schema with Hydra's ConfigStore (called by ``schema.register``)."""
+    ConfigStore.instance().store(name="pipeline_schema", node=PipelineCommand)

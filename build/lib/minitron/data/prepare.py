@@ -1,0 +1,279 @@
+"""Tokenize documents into a Megatron indexed dataset: ``PREFIX.bin``, ``PREFIX.idx`` and ``PREFIX.json``.
+
+Input (``data.path``): a ``.txt``, ``.jsonl`` or ``.parquet`` file or a directory of them, read by
+:mod:`minitron.data.documents`.
+
+Each document is tokenized with the model's Hugging Face tokenizer without special tokens, and the
+tokenizer's end-of-sequence id (EOD) is appended: the ``.bin`` holds ``ids(doc_0) EOD ids(doc_1) EOD ...``,
+one sequence per document, as ``uint16`` when the vocabulary has fewer than 65,500 tokens, else
+``int32``. Documents that tokenize to nothing are skipped (and counted). Tokenization runs in
+``workers`` processes; the output is byte-identical for any number of them.
+
+``PREFIX.json`` (the sidecar) says what the dataset is: ``num_documents`` and ``num_tokens`` (EODs
+included), ``vocab_size``, ``eod_id``, ``dtype``, the tokenizer (path and sha256 of its file), the
+sources (path, sha256, size, documents) and the sha256 of the ``.bin``. The three files are written
+under temporary names and renamed into place at the end, ``.bin`` last; bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from minitron.data.documents import list_sources, read_documents
+from minitron.errors import MinitronError
+from minitron.fsutil import sha256_file, write_json_atomic
+from minitron.models.tokenizer import load_tokenizer
+
+FORMAT = "minitron-indexed-dataset"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+BATCH_CHARS = 1 << 16  # characters of text per tokenization task (a task is a list of whole documents)
+BATCH_DOCUMENTS = 64  # documents per task, at most
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def sidecar_path(prefix) -> Path:
+    return Path(f"{prefix}.json")
+
+
+def read_sidecar(prefix) -> Optional[dict]:
+    """The ``PREFIX.json`` written by :func:`prepare_dataset`, or None when there is none."""
+    path = sidecar_path(prefix)
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise MinitronError(f"{path}: malformed JSON; prepare the dataset again (`minitron data prepare`)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise MinitronError(f"{path}: not a minitron dataset description (format={meta.get('format')!r})")
+    return meta
+
+
+# ---- the tokenizer -------------------------------------------------------------------------------
+
+
+def tokenizer_dir(model_path) -> Path:
+    """Where the tokenizer of ``model.path`` lives: the HF directory, or a checkpoint's ``hf_files/``."""
+    from minitron.models import checkpoint
+
+    if model_path is None or str(model_path) == "":
+        raise MinitronError("model.path is required: pass model.path=DIR (HF directory or minitron checkpoint)")
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        raise MinitronError(f"model.path={path}: no such file or directory")
+    if checkpoint.is_megatron_checkpoint(path):
+        return checkpoint.open_model(path).carried_files
+    return path
+
+
+def tokenizer_identity(files_dir: Path) -> dict:
+    """Path of the tokenizer and sha256 of its main file (what the sidecar records and blends compare)."""
+    files_dir = Path(files_dir).resolve()
+    for name in TOKENIZER_FILES:
+        if (files_dir / name).is_file():
+            return {"path": str(files_dir), "file": name, "sha256": sha256_file(files_dir / name)}
+    raise MinitronError(f"{files_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+
+
+_worker: dict = {}  # this process's tokenizer, EOD id and token dtype (set by _init_worker)
+
+
+def _init_worker(files_dir: str, eod_id: int, dtype: str, tokenizer=None) -> None:
+    if tokenizer is None:  # a pool process: one tokenizing thread each, the pool is the parallelism
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        tokenizer = load_tokenizer(Path(files_dir))
+    _worker.update(tokenizer=tokenizer, eod_id=eod_id, dtype=np.dtype(dtype))
+
+
+def _encode(texts: list[str]) -> list[np.ndarray]:
+    """Token ids of each document followed by EOD, ``[len + 1]`` each, in the dataset's dtype."""
+    tokenizer, eod_id, dtype = _worker["tokenizer"], _worker["eod_id"], _worker["dtype"]
+    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
+    return [np.array([*doc, eod_id], dtype=dtype) for doc in ids]
+
+
+def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
+    batch, chars = [], 0
+    for text in documents:
+        batch.append(text)
+        chars += len(text)
+        if chars >= BATCH_CHARS or len(batch) >= BATCH_DOCUMENTS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def encode_documents(documents: Iterable[str], files_dir: Path, eod_id: int, dtype, workers: int,
+                     tokenizer=None) -> Iterator[np.ndarray]:  # fmt: skip
+    """Each document's ids + EOD, in input order, tokenized by ``workers`` processes (1: this one)."""
+    init_args = (str(files_dir), eod_id, np.dtype(dtype).name)
+    if workers == 1:
+        _init_worker(*init_args, tokenizer=tokenizer or load_tokenizer(files_dir))
+        for batch in _batches(documents):
+            yield from _encode(batch)
+        return
+    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        pending = collections.deque()  # at most 2 tasks per worker in flight: memory stays bounded
+        for batch in _batches(documents):
+            pending.append(pool.apply_async(_encode, (batch,)))
+            if len(pending) >= 2 * workers:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+# ---- the output ----------------------------------------------------------------------------------
+
+
+def output_prefix(output, overwrite: bool) -> Path:
+    """``output`` as a prefix (a trailing .bin/.idx is dropped); refuses an existing PREFIX.bin unless overwrite."""
+    if output is None or str(output) == "":
+        raise MinitronError("output is required: pass output=PREFIX (writes PREFIX.bin, PREFIX.idx and PREFIX.json)")
+    text = str(Path(output).expanduser())
+    if text.endswith((".bin", ".idx")):
+        text = text[:-4]
+    prefix = Path(text)
+    if prefix.is_dir():
+        raise MinitronError(
+            f"output={output} is a directory; output is a file prefix: output={prefix}/NAME writes NAME.bin, "
+            "NAME.idx and NAME.json there"
+        )
+    if Path(f"{prefix}.bin").exists() and not overwrite:
+        raise MinitronError(f"output={prefix}: {prefix}.bin already exists; pass overwrite=true to replace it")
+    return prefix
+
+
+def _up_to_date(output, sources, files_dir, text_field) -> Optional[dict]:
+    """The summary of an existing dataset at ``output`` made from the same files with the same tokenizer."""
+    prefix = Path(str(output).removesuffix(".bin").removesuffix(".idx"))
+    sidecar = Path(f"{prefix}.json")
+    if not (Path(f"{prefix}.bin").is_file() and Path(f"{prefix}.idx").is_file() and sidecar.is_file()):
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError:
+        return None
+    same = (
+        meta.get("sources") == [source.to_dict() for source in sources]
+        and meta.get("tokenizer") == tokenizer_identity(files_dir)
+        and meta.get("text_field") == text_field
+    )
+    if not same:
+        return None
+    keys = ("num_documents", "num_tokens", "skipped_documents", "vocab_size", "eod_id", "dtype")
+    return {"output": str(prefix), **{k: meta[k] for k in keys}, "skipped": True}
+
+
+def prepare_dataset(data_path, model_path, output, text_field: str = "text", workers: Optional[int] = None,
+                    overwrite: bool = False, progress: bool = True) -> dict:  # fmt: skip
+    """Tokenize ``data_path`` with the tokenizer of ``model_path`` into ``output``.bin/.idx/.json.
+
+    Returns a summary: ``output`` (the prefix), ``num_documents``, ``num_tokens`` (EODs included),
+    ``skipped_documents``, ``vocab_size``, ``eod_id``, ``dtype``, ``workers``, ``seconds``, ``tokens_per_s``.
+    """
+    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+    from tqdm import tqdm
+
+    from minitron.runtime import versions
+
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise MinitronError(f"data.workers={workers}: must be >= 1")
+    sources = list_sources(data_path, text_field)
+    if not sum(source.documents for source in sources):
+        raise MinitronError(f"data.path={data_path}: holds no documents (empty input); nothing to write")
+    files_dir = tokenizer_dir(model_path)
+    tokenizer = load_tokenizer(files_dir)
+    eod_id = tokenizer.eos_token_id
+    if eod_id is None:
+        raise MinitronError(f"model.path={model_path}: its tokenizer has no eos_token to end documents with")
+    vocab_size = len(tokenizer)
+    dtype = DType.optimal_dtype(vocab_size)
+    existing = _up_to_date(output, sources, files_dir, text_field)
+    if existing is not None and not overwrite:
+        return existing
+    prefix = output_prefix(output, overwrite)
+    final = {suffix: Path(f"{prefix}{suffix}") for suffix in (".bin", ".idx", ".json")}
+    staged = {suffix: Path(f"{final[suffix]}.partial") for suffix in (".bin", ".idx")}
+    made_parent = not prefix.parent.exists()
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    builder = None
+    try:
+        builder = IndexedDatasetBuilder(str(staged[".bin"]), dtype=dtype)
+        num_documents = num_tokens = skipped = 0
+        bin_digest = hashlib.sha256()
+        documents = itertools.chain.from_iterable(read_documents(source.path, text_field) for source in sources)
+        encoded = encode_documents(documents, files_dir, eod_id, dtype, workers, tokenizer=tokenizer)
+        bar = tqdm(total=sum(s.documents for s in sources), desc="tokenize", unit="doc", file=sys.stderr,
+                   disable=not progress)  # fmt: skip
+        with contextlib.closing(encoded), bar:  # closing: a failure stops the worker pool at once
+            for ids in encoded:
+                bar.update(1)
+                if len(ids) == 1:  # nothing but the EOD: an empty document
+                    skipped += 1
+                    continue
+                builder.add_document(ids, [len(ids)])
+                bin_digest.update(ids.tobytes())
+                num_documents += 1
+                num_tokens += len(ids)
+                bar.set_postfix_str(f"{num_tokens:,} tokens", refresh=False)
+        builder.finalize(str(staged[".idx"]))
+        if num_documents == 0:
+            raise MinitronError(f"data.path={data_path}: no document has any text ({skipped} empty); nothing to write")
+        seconds = time.perf_counter() - start
+        meta = {
+            "format": FORMAT,
+            "version": 1,
+            "num_documents": num_documents,
+            "num_tokens": num_tokens,
+            "skipped_documents": skipped,
+            "vocab_size": vocab_size,
+            "eod_id": eod_id,
+            "dtype": np.dtype(dtype).name,
+            "bin_sha256": bin_digest.hexdigest(),
+            "tokenizer": tokenizer_identity(files_dir),
+            "text_field": text_field,
+            "sources": [source.to_dict() for source in sources],
+            "versions": versions(),
+        }
+        os.replace(staged[".idx"], final[".idx"])
+        write_json_atomic(final[".json"], meta)
+        os.replace(staged[".bin"], final[".bin"])  # last: its presence marks a finished dataset
+    except BaseException:
+        if builder is not None:
+            builder.data_file.close()
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        if made_parent and not any(prefix.parent.iterdir()):
+            prefix.parent.rmdir()
+        raise
+    return {
+        "output": str(prefix),
+        "num_documents": num_documents,
+        "num_tokens": num_tokens,
+        "skipped_documents": skipped,
+        "vocab_size": vocab_size,
+        "eod_id": eod_id,
+        "dtype": meta["dtype"],
+        "workers": workers,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(num_tokens / max(seconds, 1e-9)),
+    }

@@ -1,0 +1,188 @@
+"""Build a Megatron-Core ``GPTModel`` from a :class:`~minitron.models.arch.ModelArch`.
+
+The layer spec is Transformer Engine's when TE imports (GPU images), Megatron-Core's local spec
+otherwise (CPU). Must be called after :func:`minitron.parallel.setup_distributed`; the model is this
+rank's shard of the TP x PP layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+
+from minitron.errors import MinitronError
+from minitron.models.arch import ModelArch
+
+
+def have_transformer_engine() -> bool:
+    return importlib.util.find_spec("transformer_engine") is not None and torch.cuda.is_available()
+
+
+def check_parallel_layout(arch: ModelArch, tp: int, pp: int, role: str = "model") -> None:
+    """Raise a clear error when ``arch`` (of the ``role``: model, teacher, student) cannot be split into ``tp`` x ``pp`` shards."""
+    for field, value in (
+        ("num_attention_heads", arch.num_attention_heads),
+        ("num_query_groups", arch.num_query_groups),
+        ("ffn_hidden_size", arch.ffn_hidden_size),
+        ("vocab_size", arch.vocab_size),
+    ):
+        if value % tp:
+            raise MinitronError(
+                f"parallel.tp={tp} does not divide the {role}'s {field}={value}; choose a tp that divides it"
+            )
+    if arch.num_layers % pp:
+        raise MinitronError(
+            f"parallel.pp={pp} does not divide the {role}'s num_layers={arch.num_layers}; choose a pp that divides it"
+        )
+
+
+def check_sequence_length(arch: ModelArch, field: str, seq_length: int, role: str = "model") -> None:
+    """Raise a clear error naming ``field`` when ``seq_length`` is longer than ``arch`` (the ``role``'s) can attend."""
+    if seq_length > arch.max_position_embeddings:
+        raise MinitronError(
+            f"{field}={seq_length} exceeds the {role}'s max_position_embeddings="
+            f"{arch.max_position_embeddings}; use {field}<={arch.max_position_embeddings}"
+        )
+    if arch.sliding_window and seq_length > arch.sliding_window:
+        raise MinitronError(
+            f"{field}={seq_length} exceeds the {role}'s sliding_window={arch.sliding_window}, "
+            f"which minitron does not implement; use {field}<=sliding_window"
+        )
+
+
+def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32):
+    """Megatron-Core ``TransformerConfig`` for ``arch`` in the given layout and parameter dtype."""
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    check_parallel_layout(arch, tp, pp)
+    return TransformerConfig(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_query_groups=arch.num_query_groups,
+        kv_channels=arch.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.rms_norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=arch.qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        sequence_parallel=False,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        perform_initialization=True,
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+    )
+
+
+def layer_spec(attention: str = "auto"):
+    """The transformer layer spec.
+
+    ``attention="auto"``: Transformer Engine's spec when TE is usable (fused kernels throughout),
+    else Megatron-Core's local spec with its core attention replaced by PyTorch SDPA
+    (:mod:`minitron.models.sdpa_attention`); ``"local"``: the unmodified local spec.
+    """
+    from megatron.core.models.gpt import gpt_layer_specs
+
+    if attention == "auto" and have_transformer_engine():
+        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
+    spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+    if attention != "local":
+        from minitron.models.sdpa_attention import SDPAttention
+
+        spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+class _BatchMajorOutputLayer:
+    """Mixin for the LM head: when asked for logits, compute them batch-major.
+
+    ``GPTModel`` returns logits as ``logits[s, b, v].transpose(0, 1).contiguous()``: a full copy of
+    the largest tensor of the forward pass (400 MB for 4 x 512 tokens of a 49k vocabulary in fp32,
+    a fifth of SmolLM2-135M's CPU forward time). With ``batch_major`` set, this layer multiplies the
+    ``[b, s, h]`` view of its input instead and returns the ``[s, b, v]`` view of a contiguous
+    ``[b, s, v]`` result, which makes that final ``.contiguous()`` free. Same values, same shapes.
+    """
+
+    batch_major = False
+
+    def forward(self, input_, weight=None, runtime_gather_output=None):
+        if not self.batch_major or self.sequence_parallel:
+            return super().forward(input_, weight=weight, runtime_gather_output=runtime_gather_output)
+        output, bias = super().forward(input_.transpose(0, 1), weight=weight, runtime_gather_output=runtime_gather_output)
+        return output.transpose(0, 1), bias
+
+
+@functools.lru_cache(maxsize=None)
+def _gpt_model_class():  # built lazily: megatron.core is imported only when a model is built
+    from megatron.core.models.gpt.gpt_model import GPTModel
+
+    class MinitronGPTModel(GPTModel):
+        """``GPTModel`` whose logits (a call without labels) come out without a transposing copy."""
+
+        def forward(self, *args, **kwargs):
+            labels = kwargs.get("labels", args[4] if len(args) > 4 else None)
+            head = getattr(self, "output_layer", None) if self.post_process else None
+            if head is None:
+                return super().forward(*args, **kwargs)
+            head.batch_major = labels is None
+            try:
+                return super().forward(*args, **kwargs)
+            finally:
+                head.batch_major = False
+
+    return MinitronGPTModel
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_major_class(head_class: type) -> type:
+    return type(f"BatchMajor{head_class.__name__}", (_BatchMajorOutputLayer, head_class), {})
+
+
+def _use_batch_major_head(model) -> None:
+    model.output_layer.__class__ = _batch_major_class(type(model.output_layer))
+
+
+def build_gpt_model(
+    arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, attention: str = "auto"
+):
+    """This rank's ``GPTModel`` shard for ``arch``; weights are randomly initialised.
+
+    Rotary frequencies are set from ``arch.rope_inv_freq()`` so Llama-3 scaling with any of its
+    parameters matches Hugging Face exactly (Megatron hard-codes some of them).
+    """
+    from megatron.core import parallel_state
+
+    config = transformer_config(arch, tp, pp, dtype)
+    model = _gpt_model_class()(
+        config=config,
+        transformer_layer_spec=layer_spec(attention),
+        vocab_size=arch.vocab_size,
+        max_sequence_length=arch.max_position_embeddings,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        share_embeddings_and_output_weights=arch.tie_word_embeddings,
+        position_embedding_type="rope",
+        rotary_base=arch.rope_theta,
+        parallel_output=True,
+    )
+    model.rotary_pos_emb.inv_freq = arch.rope_inv_freq().to(model.rotary_pos_emb.inv_freq.device)
+    if model.post_process:
+        _use_batch_major_head(model)
+    if torch.cuda.is_available():
+        model.cuda(torch.cuda.current_device())
+    return model

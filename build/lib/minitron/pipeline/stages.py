@@ -1,0 +1,270 @@
+"""A recipe as a list of stage commands: what ``minitron pipeline`` runs, in order.
+
+Every stage but the report is one ``minitron <command> key=value ...`` call, the same a user would
+type, writing into the run directory::
+
+    RUN/data/train.{bin,idx,json}          tokenized data.train           (data prepare)
+    RUN/teacher_corrected/, .../hf         teacher correction + export    (train, convert; optional)
+    RUN/importance/                        scores of every unit, plots    (importance)
+    RUN/students/NAME/pruned/              pruned student, HF directory   (prune, from the saved scores)
+    RUN/students/NAME/distilled/           distillation run, final/       (distill)
+    RUN/students/NAME/scratch/             same architecture, random init (train model.init=random)
+    RUN/eval/MODEL.json                    held-out loss and KL to the teacher, the report's row (eval)
+    RUN/students/NAME/hf/                  the distilled student for transformers / vLLM (convert)
+    RUN/report.md, RUN/loss_curves.png     the table and the curves (report)
+
+The plan is a sequence of planner functions, one per step of the recipe, each appending its stages.
+Which commands run under the launcher comes from the command registry (:mod:`minitron.commands`);
+the report's rows are the eval stages' own JSON outputs (their ``eval.tags`` name the row).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from minitron.commands import COMMANDS
+from minitron.config.pipeline import PipelineCommand, Recipe
+from minitron.config.prune import DEPTH_METRICS
+from minitron.errors import MinitronError
+
+REPORT = "report"  # the one stage that is not a `minitron` command: it runs in the pipeline's process
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline: ``minitron <command> <args>`` (or the in-process report)."""
+
+    name: str  # unique in the run: importance, prune_width, eval_width_distilled, ...
+    command: str  # a command of minitron.commands.COMMANDS, or REPORT
+    args: list[str]  # its arguments; the stage counts as done only for exactly these
+    output: Optional[str] = None  # what it writes (a path under the run directory)
+    about: str = ""  # one line for the progress output
+    curve: Optional[dict] = None  # training stages: the curve of the report this run draws
+
+    @property
+    def parallel(self) -> bool:
+        """Runs on every rank under the pipeline's launcher."""
+        return self.command in COMMANDS and COMMANDS[self.command].parallel
+
+
+def _value(value) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _has(args: list[str], key: str) -> bool:
+    return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in args)
+
+
+def _depth_args(recipe: Recipe, teacher: str) -> list[str]:
+    """Importance args asking for exactly the depth metrics and windows the students need."""
+    from minitron.models.checkpoint import open_model
+    from minitron.prune.plan import PruneTargets, needed_depth_metrics
+
+    if _has(recipe.importance_args, "importance.depth_metrics") and _has(
+        recipe.importance_args, "importance.window_sizes"
+    ):
+        return []
+    arch = open_model(teacher).arch
+    metrics, windows = {"block_influence"}, set()
+    for student in recipe.students.values():
+        needed, sizes = needed_depth_metrics(arch, PruneTargets(**student.prune))
+        metrics.update(needed)
+        windows.update(sizes)
+    args = []
+    if not _has(recipe.importance_args, "importance.depth_metrics"):
+        args.append(f"importance.depth_metrics={_value([m for m in DEPTH_METRICS if m in metrics])}")
+    if windows and not _has(recipe.importance_args, "importance.window_sizes"):
+        args.append(f"importance.window_sizes={_value(sorted(windows))}")
+    return args
+
+
+@dataclass
+class Plan:
+    """What the planner functions share while they append stages: where things are so far."""
+
+    cfg: PipelineCommand
+    teacher_exists: bool  # False before the assets stage ran: skip what reads the teacher's config
+    stages: list[Stage] = field(default_factory=list)
+    teacher: str = ""  # the teacher every later stage uses (HF directory; the corrected one when there is one)
+    train_data: str = ""  # prefix of the tokenized training data
+    models: list[dict] = field(default_factory=list)  # what the eval stages measure: path + report tags, in order
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.cfg.recipe
+
+    @property
+    def run(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+    @property
+    def parallel(self) -> list[str]:
+        return [f"parallel.tp={self.recipe.parallel.tp}", f"parallel.pp={self.recipe.parallel.pp}"]
+
+    def student_dir(self, name: str) -> Path:
+        return self.run / "students" / name
+
+    def add(self, name: str, command: str, args: list[str], output=None, about: str = "", curve=None) -> None:
+        self.stages.append(Stage(name, command, args, None if output is None else str(output), about, curve))
+
+    def measure(self, path, name: str, role: str, student: Optional[str] = None) -> None:
+        """Add a model to the evaluation table (one eval stage, one report row)."""
+        self.models.append(dict(path=str(path), name=name, role=role, student=student))
+
+
+def plan_assets(plan: Plan) -> None:
+    if plan.recipe.assets:
+        plan.add("assets", "assets", ["fetch", *plan.recipe.assets], about="fetch the demo teacher and corpus")
+
+
+def plan_data(plan: Plan) -> None:
+    """Tokenize the training corpus, unless the recipe names a prepared prefix."""
+    recipe = plan.recipe
+    plan.train_data = recipe.data.train
+    if not Path(f"{recipe.data.train}.bin").is_file():
+        plan.train_data = str(plan.run / "data" / "train")
+        plan.add("data", "data", ["prepare", f"data.path={recipe.data.train}", f"model.path={recipe.teacher}",
+                                  f"output={plan.train_data}"],
+                 plan.train_data, "tokenize the training corpus with the teacher's tokenizer")  # fmt: skip
+
+
+def plan_teacher(plan: Plan) -> None:
+    """Teacher correction (optional) and the HF export pruning needs; the teacher rows of the table."""
+    recipe, run = plan.recipe, plan.run
+    plan.teacher = recipe.teacher
+    plan.measure(recipe.teacher, "teacher", "teacher")
+    if recipe.teacher_correction.enabled:
+        corrected = run / "teacher_corrected"
+        plan.add("teacher_correction", "train",
+                 [f"model.path={recipe.teacher}", f"data.path={plan.train_data}", f"output={corrected}",
+                  *plan.parallel, *recipe.teacher_correction.args],
+                 corrected, "fine-tune the teacher on the distillation data",
+                 curve=dict(label="teacher correction", role="teacher_corrected", student=None,
+                            metrics=str(corrected / "metrics.jsonl")))  # fmt: skip
+        plan.teacher = str(corrected / "hf")
+        plan.add("teacher_export", "convert", [f"model.path={corrected / 'final'}", f"output={plan.teacher}"],
+                 plan.teacher, "the corrected teacher as a Hugging Face directory (pruning reads HF)")
+        plan.measure(plan.teacher, "teacher, corrected", "teacher_corrected")
+    elif plan.teacher_exists:
+        from minitron.models.checkpoint import is_megatron_checkpoint
+
+        if is_megatron_checkpoint(Path(recipe.teacher)):
+            plan.teacher = str(run / "teacher_hf")
+            plan.add("teacher_export", "convert", [f"model.path={recipe.teacher}", f"output={plan.teacher}"],
+                     plan.teacher, "the teacher as a Hugging Face directory (pruning reads HF)")
+
+
+def plan_importance(plan: Plan) -> None:
+    recipe, output = plan.recipe, plan.run / "importance"
+    depth = _depth_args(recipe, recipe.teacher) if plan.teacher_exists else []
+    plan.add("importance", "importance",
+             [f"model.path={plan.teacher}", f"data.path={recipe.data.calib}", f"output={output}", *plan.parallel,
+              *recipe.importance_args, *depth],
+             output, "importance of channels, neurons, heads and layers on calibration data")  # fmt: skip
+
+
+def plan_prune(plan: Plan) -> None:
+    """One pruned student per recipe student, all from the importance stage's saved scores."""
+    recipe = plan.recipe
+    for name, student in recipe.students.items():
+        pruned = plan.student_dir(name) / "pruned"
+        targets = [f"prune.{key}={_value(value)}" for key, value in student.prune.items()]
+        plan.add(f"prune_{name}", "prune",
+                 [f"model.path={plan.teacher}", f"data.path={recipe.data.calib}", f"output={pruned}",
+                  f"prune.scores={plan.run / 'importance'}", *plan.parallel, *recipe.importance_args, *targets],
+                 pruned, f"prune the {name} student from the saved scores")  # fmt: skip
+
+
+def _student_run(plan: Plan, name: str, kind: str, command: str, inputs: list[str], extra: list[str], about: str):
+    """A training run of a student on the shared token budget: its stage and its curve."""
+    out, label = plan.student_dir(name) / kind, "from scratch" if kind == "scratch" else kind
+    plan.add(f"{'scratch' if kind == 'scratch' else 'distill'}_{name}", command,
+             [*inputs, f"data.path={plan.train_data}", f"output={out}", *plan.parallel, *plan.recipe.budget.args(),
+              *extra],
+             out, about, curve=dict(label=f"{name}, {label}", role=kind, student=name,
+                                    metrics=str(out / "metrics.jsonl")))  # fmt: skip
+
+
+def plan_distill(plan: Plan) -> None:
+    recipe = plan.recipe
+    for name, student in recipe.students.items():
+        if student.distill:
+            _student_run(plan, name, "distilled", "distill",
+                         [f"teacher.path={plan.teacher}", f"student.path={plan.student_dir(name) / 'pruned'}"],
+                         recipe.distill_args, f"distill the {name} student for {recipe.budget.tokens:,} tokens")  # fmt: skip
+
+
+def plan_scratch(plan: Plan) -> None:
+    recipe = plan.recipe
+    for name, student in recipe.students.items():
+        if student.from_scratch:
+            _student_run(plan, name, "scratch", "train",
+                         [f"model.path={plan.student_dir(name) / 'pruned'}", "model.init=random"], recipe.scratch_args,
+                         f"baseline: the {name} architecture from random init, same tokens")  # fmt: skip
+
+
+def plan_eval(plan: Plan) -> None:
+    """Held-out loss and KL to the (corrected) teacher of every model: one eval stage and JSON row each.
+
+    Rows: the teachers, then each student's pruned, distilled and from-scratch models together."""
+    recipe = plan.recipe
+    for name, student in recipe.students.items():
+        plan.measure(plan.student_dir(name) / "pruned", f"{name}, pruned", "pruned", name)
+        if student.distill:
+            plan.measure(plan.student_dir(name) / "distilled" / "final", f"{name}, distilled", "distilled", name)
+        if student.from_scratch:
+            plan.measure(plan.student_dir(name) / "scratch" / "final", f"{name}, from scratch", "scratch", name)
+    for model in plan.models:
+        slug = model["name"].replace(", ", "_").replace(" ", "_")
+        output = plan.run / "eval" / f"{slug}.json"
+        kl = [] if model["path"] == plan.teacher else [f"eval.teacher={plan.teacher}"]  # KL to itself is 0
+        tags = {key: model[key] for key in ("name", "role", "student") if model[key] is not None}
+        tags_arg = ",".join(f"'{key}={value}'" for key, value in tags.items())
+        plan.add(f"eval_{slug}", "eval",
+                 [f"model.path={model['path']}", *kl, f"data.path={recipe.data.heldout}", *plan.parallel,
+                  *recipe.eval_args, f"output={output}", f"eval.tags=[{tags_arg}]"],
+                 output, f"held-out loss and KL to the teacher: {model['name']}")  # fmt: skip
+
+
+def plan_export(plan: Plan) -> None:
+    if not plan.recipe.export:
+        return
+    for name, student in plan.recipe.students.items():
+        if student.distill:
+            hf = plan.student_dir(name) / "hf"
+            plan.add(f"export_{name}", "convert",
+                     [f"model.path={plan.student_dir(name) / 'distilled' / 'final'}", f"output={hf}"],
+                     hf, f"the distilled {name} student as a Hugging Face directory")  # fmt: skip
+
+
+def plan_report(plan: Plan) -> None:
+    plan.add(REPORT, REPORT, [], plan.run / "report.md", "report.md and loss_curves.png")
+
+
+PLANNERS = (plan_assets, plan_data, plan_teacher, plan_importance, plan_prune, plan_distill, plan_scratch, plan_eval,
+            plan_export, plan_report)  # fmt: skip
+
+
+def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> list[Stage]:
+    """The stages of ``cfg.recipe`` in the order they run.
+
+    ``teacher_exists=False`` (before the assets stage has run, in a dry run) skips the checks that
+    read the teacher's config.
+    """
+    plan = Plan(cfg, teacher_exists)
+    for planner in PLANNERS:
+        planner(plan)
+    names = [stage.name for stage in plan.stages]
+    if len(set(names)) != len(names):
+        raise MinitronError(f"recipe {cfg.recipe.name}: two stages share a name ({names}); rename the students")
+    unknown = sorted({stage.command for stage in plan.stages} - set(COMMANDS) - {REPORT})
+    if unknown:
+        raise AssertionError(f"planner produced commands missing from minitron.commands: {unknown}")
+    return plan.stages

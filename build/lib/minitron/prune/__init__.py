@@ -1,0 +1,1 @@
+"""Importance estimation and structured pruning (width and depth) of Llama-family models."""

@@ -1,0 +1,40 @@
+"""minitron data prepare: tokenize text into a Megatron indexed dataset (PREFIX.bin, .idx and .json).
+
+    minitron data prepare data.path=FILE_OR_DIR model.path=DIR output=PREFIX [data.workers=4]
+                          [data.text_field=text] [overwrite=false]
+
+FILE_OR_DIR is a .txt (one document), .jsonl (one document per line, field ``data.text_field``) or
+.parquet file (column ``data.text_field``), or a directory of them; DIR is the HF directory or
+minitron checkpoint whose tokenizer to use. Every document ends with the tokenizer's EOS token. The
+format is in :mod:`minitron.data.prepare`. The last stdout line is one JSON object with ``output``,
+``num_documents``, ``num_tokens`` and ``tokens_per_s``.
+"""
+
+import hydra
+
+from minitron import runtime
+from minitron.config import schema
+from minitron.data.prepare import prepare_dataset
+
+schema.register()
+
+
+@hydra.main(config_path=schema.CONF_DIR, config_name="data_prepare", version_base=None)
+@runtime.stage
+def main(cfg) -> None:
+    cfg = schema.to_object(cfg)
+    result = prepare_dataset(
+        cfg.data.path, cfg.model.path, cfg.output, text_field=cfg.data.text_field, workers=cfg.data.workers,
+        overwrite=cfg.overwrite, progress=runtime.is_main_process(),
+    )  # fmt: skip
+    if result.get("skipped"):
+        runtime.log(f"{result['output']} is up to date (same files, same tokenizer): nothing to do")
+        runtime.print_result(result)
+        return
+    runtime.log(f"{result['num_documents']:,} documents, {result['num_tokens']:,} tokens in {result['seconds']:.1f} s "
+                f"({result['tokens_per_s']:,} tokens/s, {result['workers']} workers)")  # fmt: skip
+    runtime.print_result(result)
+
+
+if __name__ == "__main__":
+    main()
