@@ -3,6 +3,7 @@ in site-packages, and the installed commands run from any directory; the pipelin
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -47,9 +48,12 @@ def test_pipeline_finds_minitron_on_path(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_wheel_installs_and_runs_from_another_directory(tiny_models, text_file, tmp_path):
     # build the wheel (what `pip install .` builds) and check what it would put into site-packages
-    dist = tmp_path / "dist"
+    # (from a copy of the tree: an in-tree build would leave build/ in the repository)
+    source, dist = tmp_path / "source", tmp_path / "dist"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info",
+                                                                "__pycache__", "tests", "benchmarks"))  # fmt: skip
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                    str(REPO)], check=True, capture_output=True, timeout=600)  # fmt: skip
+                    str(source)], check=True, capture_output=True, timeout=600)  # fmt: skip
     (wheel,) = dist.glob("minitron-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"minitron"}

@@ -1,1 +1,0 @@
-"""Structured (dataclass) schemas of every Hydra config; see :mod:`minitron.config.schema`."""

@@ -1,1 +1,0 @@
-"""Importance estimation and structured pruning (width and depth) of Llama-family models."""
