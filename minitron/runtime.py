@@ -16,6 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import hydra
+
+from minitron.config import schema
 from minitron.errors import MinitronError
 
 # Megatron-Core warns about every optional CUDA library it cannot find; on CPU that is expected.
@@ -57,6 +60,17 @@ def stage(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def recipe(config_name: str):
+    """``@runtime.recipe("train")``: ``main(cfg)`` becomes the Hydra entry point of ``conf/train.yaml`` (schemas
+    registered, composed from the command line) with the error contract of :func:`stage`."""
+    schema.register()
+
+    def decorate(fn):
+        return hydra.main(config_path=schema.CONF_DIR, config_name=config_name, version_base=None)(stage(fn))
+
+    return decorate
 
 
 def versions() -> dict:

@@ -8,19 +8,14 @@ The Megatron checkpoint reshards: the layout used to write it does not bind the 
 it. Tensors stream one at a time; the output appears atomically (staged in OUTPUT.partial).
 """
 
-import hydra
-
 from minitron import runtime
 from minitron.config import schema
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout
 from minitron.parallel import setup_distributed, teardown_distributed
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="convert", version_base=None)
-@runtime.stage
+@runtime.recipe("convert")
 def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     source = checkpoint.open_model(cfg.model.path)

@@ -10,17 +10,12 @@ format is in :mod:`minitron.data.prepare`. The last stdout line is one JSON obje
 ``num_documents``, ``num_tokens`` and ``tokens_per_s``.
 """
 
-import hydra
-
 from minitron import runtime
 from minitron.config import schema
 from minitron.data.prepare import prepare_dataset
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="data_prepare", version_base=None)
-@runtime.stage
+@runtime.recipe("data_prepare")
 def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     result = prepare_dataset(

@@ -18,7 +18,6 @@ on) and, at the end, final/ (the student). The last stdout line is one JSON obje
 
 import os
 
-import hydra
 from omegaconf import OmegaConf
 
 from minitron import runtime
@@ -30,11 +29,8 @@ from minitron.training import loop, rundir
 from minitron.training.data import build_train_data
 from minitron.training.engine import build_training_parts
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="distill", version_base=None)
-@runtime.stage
+@runtime.recipe("distill")
 def main(cfg) -> None:
     resolved, run_config = OmegaConf.to_yaml(cfg, resolve=True), OmegaConf.to_container(cfg, resolve=True)
     cfg = schema.to_object(cfg)
@@ -56,10 +52,7 @@ def main(cfg) -> None:
         parts = build_training_parts(distill.student, cfg.train)
         result = loop.train(parts, data, cfg, run_dir, student, run_config=run_config,
                             functions=distill.step_functions(), export=distill.export_final)  # fmt: skip
-        loss = "-" if result["loss"] is None else f"{result['loss']:.4f}"
-        runtime.log(f"done: {result['steps']} steps, distillation loss {loss}, student in {result['final']} "
-                    f"(export: minitron convert model.path={result['final']} output=HF_DIR)")  # fmt: skip
-        runtime.print_result(result)
+        loop.report(result, "distillation loss", "student")
     finally:
         teardown_distributed()
 

@@ -15,8 +15,6 @@ built in the model's layout and dtype) also ``kl`` (mean KL(teacher || model) pe
 
 import time
 
-import hydra
-
 from minitron import runtime
 from minitron.config import schema
 from minitron.data.documents import read_texts
@@ -28,11 +26,8 @@ from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_l
 from minitron.models.tokenizer import load_tokenizer
 from minitron.parallel import setup_distributed, teardown_distributed
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="eval", version_base=None)
-@runtime.stage
+@runtime.recipe("eval")
 def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     source = checkpoint.open_model(cfg.model.path)

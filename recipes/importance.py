@@ -15,7 +15,6 @@ one JSON object with the paths and timings.
 import hashlib
 from pathlib import Path
 
-import hydra
 from omegaconf import OmegaConf
 
 from minitron import runtime
@@ -29,11 +28,8 @@ from minitron.prune.calibration import calibration_windows, compute_importance
 from minitron.prune.importance import resolve_window_sizes
 from minitron.prune.scores import META_FILE, SCORES_FILE
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="importance", version_base=None)
-@runtime.stage
+@runtime.recipe("importance")
 def main(cfg) -> None:
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     cfg = schema.to_object(cfg)
@@ -51,11 +47,8 @@ def main(cfg) -> None:
         dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
         runtime.log(f"importance of {source.path} on {cfg.data.path}: {len(windows)} windows x {cfg.calib.seq_length} "
                     f"tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, {str(dtype).replace('torch.', '')}")  # fmt: skip
-        scores, load_seconds = compute_importance(
-            source, windows, ctx, dtype, cfg.calib.micro_batch_size,
-            (cfg.importance.batch_aggregation, cfg.importance.seq_aggregation),
-            cfg.importance.depth_metrics, window_sizes, cfg.importance.loss_num_samples,
-        )  # fmt: skip
+        scores, load_seconds = compute_importance(source, windows, ctx, dtype, cfg.calib, cfg.importance,
+                                                  cfg.importance.depth_metrics, window_sizes)  # fmt: skip
         scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
                            model_fingerprint=source.fingerprint(), dtype=str(dtype).replace("torch.", ""),
                            windows_sha256=hashlib.sha256(windows.numpy().tobytes()).hexdigest())  # fmt: skip

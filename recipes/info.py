@@ -6,18 +6,13 @@ Reads only the config (no weights, no processes). The last stdout line is one JS
 ``params``, ``embedding_params``, ``non_embedding_params``, ``flops_per_token`` and ``architecture``.
 """
 
-import hydra
-
 from minitron import runtime
 from minitron.config import schema
 from minitron.models.arch import arch_summary
 from minitron.models.checkpoint import open_model
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="info", version_base=None)
-@runtime.stage
+@runtime.recipe("info")
 def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     source = open_model(cfg.model.path)

@@ -14,18 +14,14 @@ same command again skips finished stages and resumes the interrupted one. The re
 (table, checks, RUN/loss_curves.png); the last stdout line is a JSON summary.
 """
 
-import hydra
 from omegaconf import OmegaConf
 
 from minitron import runtime
 from minitron.config import schema
 from minitron.pipeline.runner import run_pipeline
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="pipeline", version_base=None)
-@runtime.stage
+@runtime.recipe("pipeline")
 def main(cfg) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     cfg = schema.to_object(cfg)

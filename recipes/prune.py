@@ -13,7 +13,6 @@ parameters before and after, kept layers, software versions) and plots. The last
 import json
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import OmegaConf
 
@@ -28,9 +27,6 @@ from minitron.prune.calibration import calibration_windows, compute_importance
 from minitron.prune.plan import check_scores_cover, needed_depth_metrics, placeholder_scores, plan_pruning
 from minitron.prune.scores import ImportanceScores
 from minitron.prune.surgery import write_pruned_hf
-
-schema.register()
-
 
 def fingerprint(cfg, source) -> str:
     """What the student depends on: the teacher's files, the targets, the calibration settings."""
@@ -56,8 +52,7 @@ def check_scores_model(scores: ImportanceScores, directory, source) -> None:
         )
 
 
-@hydra.main(config_path=schema.CONF_DIR, config_name="prune", version_base=None)
-@runtime.stage
+@runtime.recipe("prune")
 def main(cfg) -> None:
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     cfg = schema.to_object(cfg)
@@ -92,11 +87,8 @@ def main(cfg) -> None:
                 dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
                 runtime.log(f"importance of {source.path}: {len(windows)} windows x {cfg.calib.seq_length} tokens, "
                             f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, depth metrics {list(depth_metrics)}")  # fmt: skip
-                scores, _ = compute_importance(
-                    source, windows, ctx, dtype, cfg.calib.micro_batch_size,
-                    (cfg.importance.batch_aggregation, cfg.importance.seq_aggregation),
-                    depth_metrics, window_sizes, cfg.importance.loss_num_samples,
-                )  # fmt: skip
+                scores, _ = compute_importance(source, windows, ctx, dtype, cfg.calib, cfg.importance, depth_metrics,
+                                               window_sizes)  # fmt: skip
                 scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
                                    model_fingerprint=source.fingerprint())  # fmt: skip
             plan = plan_pruning(arch, scores, targets, tp=cfg.parallel.tp)

@@ -16,7 +16,6 @@ final loss, validation loss and paths.
 
 import os
 
-import hydra
 from omegaconf import OmegaConf
 
 from minitron import runtime
@@ -27,11 +26,8 @@ from minitron.training import checks, loop, rundir
 from minitron.training.data import build_train_data
 from minitron.training.engine import build_training_parts
 
-schema.register()
 
-
-@hydra.main(config_path=schema.CONF_DIR, config_name="train", version_base=None)
-@runtime.stage
+@runtime.recipe("train")
 def main(cfg) -> None:
     resolved, run_config = OmegaConf.to_yaml(cfg, resolve=True), OmegaConf.to_container(cfg, resolve=True)
     cfg = schema.to_object(cfg)
@@ -50,10 +46,7 @@ def main(cfg) -> None:
         data = build_train_data(cfg, source, run_dir)
         parts = build_training_parts(model, cfg.train)
         result = loop.train(parts, data, cfg, run_dir, source, run_config=run_config)
-        loss = "-" if result["loss"] is None else f"{result['loss']:.4f}"
-        runtime.log(f"done: {result['steps']} steps, loss {loss}, model in {result['final']} "
-                    f"(export: minitron convert model.path={result['final']} output=HF_DIR)")  # fmt: skip
-        runtime.print_result(result)
+        loop.report(result, "loss", "model")
     finally:
         teardown_distributed()
 

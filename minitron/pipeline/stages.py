@@ -148,17 +148,17 @@ def plan_teacher(plan: Plan) -> None:
                  corrected, "fine-tune the teacher on the distillation data",
                  curve=dict(label="teacher correction", role="teacher_corrected", student=None,
                             metrics=str(corrected / "metrics.jsonl")))  # fmt: skip
-        plan.teacher = str(corrected / "hf")
-        plan.add("teacher_export", "convert", [f"model.path={corrected / 'final'}", f"output={plan.teacher}"],
-                 plan.teacher, "the corrected teacher as a Hugging Face directory (pruning reads HF)")
-        plan.measure(plan.teacher, "teacher, corrected", "teacher_corrected")
-    elif plan.teacher_exists:
+        checkpoint, plan.teacher, which = corrected / "final", str(corrected / "hf"), "the corrected teacher"
+    else:
         from minitron.models.checkpoint import is_megatron_checkpoint
 
-        if is_megatron_checkpoint(Path(recipe.teacher)):
-            plan.teacher = str(run / "teacher_hf")
-            plan.add("teacher_export", "convert", [f"model.path={recipe.teacher}", f"output={plan.teacher}"],
-                     plan.teacher, "the teacher as a Hugging Face directory (pruning reads HF)")
+        if not (plan.teacher_exists and is_megatron_checkpoint(Path(recipe.teacher))):
+            return  # an HF teacher: pruning reads it as it is
+        checkpoint, plan.teacher, which = recipe.teacher, str(run / "teacher_hf"), "the teacher"
+    plan.add("teacher_export", "convert", [f"model.path={checkpoint}", f"output={plan.teacher}"],
+             plan.teacher, f"{which} as a Hugging Face directory (pruning reads HF)")
+    if recipe.teacher_correction.enabled:
+        plan.measure(plan.teacher, "teacher, corrected", "teacher_corrected")
 
 
 def plan_importance(plan: Plan) -> None:

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from minitron.config.prune import CalibConfig, ImportanceConfig
 from minitron.data.documents import read_texts
 from minitron.errors import MinitronError
 from minitron.eval import heldout
@@ -34,13 +35,15 @@ def compute_importance(
     windows: torch.Tensor,
     ctx,
     dtype: torch.dtype,
-    micro_batch_size: int,
-    aggregation: tuple[str, str],
+    calib: CalibConfig,
+    settings: ImportanceConfig,
     depth_metrics: Sequence[str],
     window_sizes: Optional[Sequence[int]],
-    loss_num_samples: Optional[int],
 ) -> tuple[ImportanceScores, float]:
     """Load ``source`` into this rank's shard and estimate its importance; returns (scores, load seconds).
+
+    ``calib`` gives the micro-batch size, ``settings`` the aggregations and the loss-metric sample count;
+    ``depth_metrics`` and ``window_sizes`` are what to estimate (all configured ones, or what prune needs).
 
     ``scores.meta["versions"]`` records the software that computed them (:func:`minitron.runtime.versions`)."""
     from minitron.models.megatron_gpt import build_gpt_model
@@ -54,8 +57,9 @@ def compute_importance(
     model.eval()
     load_seconds = time.perf_counter() - start
     scores = estimate_importance(
-        model, source.arch, windows, micro_batch_size, aggregation=aggregation,
-        depth_metrics=depth_metrics, window_sizes=window_sizes, loss_num_samples=loss_num_samples,
+        model, source.arch, windows, calib.micro_batch_size,
+        aggregation=(settings.batch_aggregation, settings.seq_aggregation), depth_metrics=depth_metrics,
+        window_sizes=window_sizes, loss_num_samples=settings.loss_num_samples,
     )  # fmt: skip
     scores.meta["versions"] = versions()
     return scores, load_seconds

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from minitron.config.training import TrainCommand
+from minitron import runtime
 from minitron.errors import MinitronError
 from minitron.models import checkpoint
 from minitron.training import checkpointing
@@ -128,3 +129,11 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
         "valid_loss": valid_loss,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def report(result: dict, loss_name: str, model_name: str) -> None:
+    """A finished run's last progress line (stderr) and its result as the last stdout line."""
+    loss = "-" if result["loss"] is None else f"{result['loss']:.4f}"
+    runtime.log(f"done: {result['steps']} steps, {loss_name} {loss}, {model_name} in {result['final']} "
+                f"(export: minitron convert model.path={result['final']} output=HF_DIR)")  # fmt: skip
+    runtime.print_result(result)
