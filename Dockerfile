@@ -11,7 +11,8 @@ COPY recipes ./recipes
 COPY conf ./conf
 COPY launch ./launch
 COPY benchmarks ./benchmarks
-# keep the image's CUDA torch: install minitron's other dependencies around it
-RUN pip install --no-cache-dir -e '.[test]'
+# keep the image's CUDA torch: install minitron (a wheel: recipes and configs ship inside the package) and its
+# other dependencies around it; console scripts land in /usr/local/bin, where the pipeline finds them on PATH
+RUN pip install --no-cache-dir '.[test]'
 ENV TOKENIZERS_PARALLELISM=false
 CMD ["minitron", "--help"]
