@@ -117,9 +117,9 @@ def register() -> None:
         OmegaConf.register_new_resolver("minitron_home", minitron_home)
 
     # each command group's schemas live beside their code; imported here (they import this module)
-    from minitron.config import data, distill, pipeline, prune, training
+    from minitron.config import data, distill, evaluate, pipeline, prune, training
 
-    for group in (training, data, prune, distill, pipeline):
+    for group in (training, data, prune, distill, pipeline, evaluate):
         group.register()
 
 
