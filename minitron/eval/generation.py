@@ -62,6 +62,26 @@ class Timing:
     decode_seconds: float = 0.0
     decode_tokens: int = 0
 
+    def speeds(self) -> dict:
+        """Tokens per second of the prompt passes and of the decode steps (None when there were none)."""
+        return {
+            "prefill_tokens_per_s": self.prefill_tokens / self.prefill_seconds if self.prefill_seconds else None,
+            "decode_tokens_per_s": self.decode_tokens / self.decode_seconds if self.decode_seconds else None,
+        }
+
+
+def eos_token_ids(tokenizer, files_dir) -> list[int]:
+    """The tokens that end a generation: the tokenizer's EOS and those of ``generation_config.json``."""
+    import json
+    from pathlib import Path
+
+    ids = {tokenizer.eos_token_id} - {None}
+    config = Path(files_dir) / "generation_config.json"
+    if config.is_file():
+        eos = json.loads(config.read_text()).get("eos_token_id")
+        ids |= set(eos if isinstance(eos, list) else [eos]) - {None}
+    return sorted(ids)
+
 
 def _last_logits(model, tokens: torch.Tensor, context) -> Optional[torch.Tensor]:
     """Forward ``tokens`` ``[b, s]`` continuing the cached sequence; full-vocabulary last logits ``[b, vocab]``
