@@ -131,6 +131,8 @@ def generate_batch(model, prompts: torch.Tensor, max_new_tokens: int, sampling: 
                 chosen = choose_next(logits, sampling, generator)
             chosen = _broadcast_from_last_stage(chosen)
             if timing is not None:
+                if chosen.is_cuda:
+                    torch.cuda.synchronize()
                 seconds = time.perf_counter() - start
                 if step == 0:
                     timing.prefill_seconds += seconds

@@ -94,3 +94,16 @@ def test_generate_tp2_and_pp2_equal_tp1(peaked):
     for layout in ("parallel.tp=2", "parallel.pp=2"):
         run = run_torchrun(2, REPO / "minitron" / "cli.py", *args, layout)
         assert last_json(run.stdout)["token_ids"] == single, layout
+
+
+def test_bench_reports_both_engines(peaked):
+    result = run_cli("bench", f"model.path={peaked}", "bench.batch=2", "bench.prompt_len=16", "bench.output_len=6",
+                     "bench.repeats=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = last_json(result.stdout)
+    for engine in ("megatron", "transformers"):
+        assert out[engine]["prefill_tokens_per_s"] > 0 and out[engine]["decode_tokens_per_s"] > 0
+    assert out["decode_ratio"] == out["megatron"]["decode_tokens_per_s"] / out["transformers"]["decode_tokens_per_s"]
+    assert (out["batch"], out["prompt_len"], out["output_len"], out["dtype"]) == (2, 16, 6, "float32")
+    too_long = run_cli("bench", f"model.path={peaked}", "bench.prompt_len=250", "bench.output_len=10")
+    assert too_long.returncode == 2 and "exceeds the model's max_position_embeddings=256" in too_long.stderr

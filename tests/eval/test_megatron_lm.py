@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 
+from lm_eval_helpers import recording, run_tasks
 from minitron.eval import harness, lm_tasks
 
 TOLERANCE = 1e-5
@@ -37,33 +38,6 @@ def benchmarks(tmp_path_factory):
     return write_tiny_benchmarks(tmp_path_factory.mktemp("benchmarks"))
 
 
-def _recording(base):
-    class Recording(base):
-        """Keeps the token-level requests and answers lm-eval hands to the backend."""
-
-        def _loglikelihood_tokens(self, requests, *args, **kwargs):
-            answers = super()._loglikelihood_tokens(requests, *args, **kwargs)
-            self.seen = getattr(self, "seen", []) + [(tuple(c), tuple(x), a) for (_, c, x), a in zip(requests, answers)]
-            return answers
-
-        def generate_until(self, requests, *args, **kwargs):
-            texts = super().generate_until(requests, *args, **kwargs)
-            self.generated = getattr(self, "generated", []) + list(zip([r.args[0] for r in requests], texts))
-            return texts
-
-    return Recording
-
-
-def _run(lm, benchmarks, names, shots):
-    manager = lm_tasks.task_manager(benchmarks)
-    tasks = lm_tasks.load_tasks(manager, names, shots, {n: None for n in names})
-    for task in tasks:
-        for leaf in task.leaves:
-            if leaf.get_config("output_type") == "generate_until":
-                leaf.set_config("generation_kwargs", {"max_gen_toks": 24}, update=True)
-    return harness.summarize(harness.evaluate(lm, tasks, manager, seed=1234, log_samples=False), tasks)
-
-
 @pytest.mark.slow
 def test_every_task_same_requests_and_scores_as_hf_backend(lm_eval_model, benchmarks, megatron_world):
     from lm_eval.models.huggingface import HFLM
@@ -77,11 +51,11 @@ def test_every_task_same_requests_and_scores_as_hf_backend(lm_eval_model, benchm
     # MMLU 5-shot from dev; stand-in pools exercised too: hellaswag 2-shot, arc_easy 2-shot, gsm8k 1-shot
     shots = {n: lm_tasks.TASKS[n].default_shots for n in names} | {"hellaswag": 2, "arc_easy": 2, "gsm8k": 1}
     source = open_model(lm_eval_model)
-    ours = _recording(MegatronLM)(load_model(source, 1, 1, torch.float32).eval(), load_tokenizer(lm_eval_model),
+    ours = recording(MegatronLM)(load_model(source, 1, 1, torch.float32).eval(), load_tokenizer(lm_eval_model),
                                   max_length=1024, batch_size=4)  # fmt: skip
-    theirs = _recording(HFLM)(pretrained=str(lm_eval_model), dtype=torch.float32, batch_size=1, device="cpu")
-    our_summary = _run(ours, benchmarks, names, shots)
-    their_summary = _run(theirs, benchmarks, names, shots)
+    theirs = recording(HFLM)(pretrained=str(lm_eval_model), dtype=torch.float32, batch_size=1, device="cpu")
+    our_summary = run_tasks(ours, benchmarks, names, shots)
+    their_summary = run_tasks(theirs, benchmarks, names, shots)
 
     assert len(ours.seen) == len(theirs.seen) > 600
     for (ctx, cont, (logprob, greedy)), (ctx_hf, cont_hf, (logprob_hf, greedy_hf)) in zip(ours.seen, theirs.seen):
