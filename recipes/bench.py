@@ -42,7 +42,9 @@ def main(cfg) -> None:
         del model
         single = int(os.environ.get("WORLD_SIZE", "1")) == 1
         if bench.reference and single and source.kind == "hf":
-            result["transformers"] = throughput.hf_throughput(source.path, prompts, bench.output_len, bench.repeats, dtype)
+            result["transformers"] = throughput.hf_throughput(
+                source.path, prompts, bench.output_len, bench.repeats, dtype
+            )
             for phase in ("prefill", "decode"):
                 theirs = result["transformers"][f"{phase}_tokens_per_s"]
                 if theirs:

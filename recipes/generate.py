@@ -38,9 +38,13 @@ def main(cfg) -> None:
     check_tokenizer(source, tokenizer)
     chat = bool(tokenizer.chat_template) if settings.chat is None else settings.chat
     if chat and not tokenizer.chat_template:
-        raise MinitronError(f"generate.chat=true but the tokenizer of {source.path} has no chat template; use generate.chat=false")
+        raise MinitronError(
+            f"generate.chat=true but the tokenizer of {source.path} has no chat template; use generate.chat=false"
+        )
     if chat:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": cfg.prompt}], tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": cfg.prompt}], tokenize=False, add_generation_prompt=True
+        )
         prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
         prompt = tokenizer(cfg.prompt)["input_ids"]

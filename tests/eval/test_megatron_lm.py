@@ -11,8 +11,8 @@ import json
 
 import pytest
 import torch
-
 from lm_eval_helpers import recording, run_tasks
+
 from minitron.eval import harness, lm_tasks
 
 TOLERANCE = 1e-5

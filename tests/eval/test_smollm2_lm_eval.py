@@ -7,8 +7,8 @@ the cache. Kept small for CPU: 4 documents each of HellaSwag, Winogrande and ARC
 
 import pytest
 import torch
-
 from lm_eval_helpers import recording, run_tasks
+
 from minitron import assets
 from minitron.eval import harness
 
@@ -21,7 +21,9 @@ TASKS = ["hellaswag", "winogrande", "arc_easy"]
 @pytest.fixture(scope="module")
 def smollm2():
     if not assets.assets_present(*NEEDED):
-        pytest.skip(f"assets {NEEDED} are not in {assets.minitron_home()}: run `minitron assets fetch {' '.join(NEEDED)}`")
+        pytest.skip(
+            f"assets {NEEDED} are not in {assets.minitron_home()}: run `minitron assets fetch {' '.join(NEEDED)}`"
+        )
     return assets.asset_path("smollm2-135m"), assets.asset_path("benchmarks")
 
 

@@ -58,7 +58,9 @@ def _rows(benchmark: str, split: str, count: int, rng: random.Random) -> list[di
                          "choices": {"text": choices, "label": list("ABCD")}, "answerKey": rng.choice("ABCD")})  # fmt: skip
         elif benchmark == "gsm8k":
             a, b = rng.randrange(1, 9), rng.randrange(1, 9)
-            rows.append({"question": f"{a} plus {b}?", "answer": f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}\n#### {a + b}"})
+            rows.append(
+                {"question": f"{a} plus {b}?", "answer": f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}\n#### {a + b}"}
+            )
         else:
             raise ValueError(benchmark)
     return rows
