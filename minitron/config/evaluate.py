@@ -75,9 +75,9 @@ class EvaluateSettings:
 
 @dataclass
 class EvaluateCommand:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    eval: EvaluateSettings = field(default_factory=EvaluateSettings)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the model evaluated (HF directory or minitron checkpoint)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # TP x PP of the megatron backend; DP = processes / (TP x PP)
+    eval: EvaluateSettings = field(default_factory=EvaluateSettings)  # tasks, shots, limits, backend
     output: str = MISSING  # directory to write: results.json, results.md, samples_<task>.jsonl
     overwrite: bool = False  # replace an existing output directory
 
@@ -103,10 +103,10 @@ class GenerateSettings:
 
 @dataclass
 class GenerateCommand:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the model (HF directory or minitron checkpoint)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # TP x PP (every process runs the same generation)
     prompt: str = MISSING  # the prompt text, e.g. 'prompt="What is the capital of France?"'
-    generate: GenerateSettings = field(default_factory=GenerateSettings)
+    generate: GenerateSettings = field(default_factory=GenerateSettings)  # length and sampling
 
 
 @dataclass
@@ -125,9 +125,9 @@ class BenchSettings:
 
 @dataclass
 class BenchCommand:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    bench: BenchSettings = field(default_factory=BenchSettings)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the model timed (HF directory or minitron checkpoint)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # TP x PP of the Megatron engine
+    bench: BenchSettings = field(default_factory=BenchSettings)  # batch, lengths, repeats
 
 
 def register() -> None:
