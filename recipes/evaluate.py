@@ -45,7 +45,8 @@ def main(cfg) -> None:
     harness.check_tokenizer(source, tokenizer)
     manager = lm_tasks.task_manager(data_dir)
     shots = {name: cfg.eval.shots(name, lm_tasks.TASKS[name].default_shots) for name in cfg.eval.tasks}
-    tasks = lm_tasks.load_tasks(manager, cfg.eval.tasks, shots, {n: cfg.eval.limit_of(n) for n in cfg.eval.tasks})
+    limits = {name: cfg.eval.limit_of(name) for name in cfg.eval.tasks}
+    tasks = lm_tasks.load_tasks(manager, cfg.eval.tasks, shots, limits, cfg.eval.max_gen_toks)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp) if cfg.eval.backend == "megatron" else None
     try:
         runtime.log(f"evaluate {source.path} ({cfg.eval.backend} backend"

@@ -36,7 +36,7 @@ class EvaluateSettings:
     )  # limit per task, over limit (command line: +eval.limits.hellaswag=200)
     backend: str = "megatron"  # megatron: minitron's engine at parallel.tp/pp (any DP) | hf: lm-eval's own HFLM (HF dir, one process)
     batch_size: int = 8  # inputs per forward pass
-    max_gen_toks: int = 256  # default cap on generated tokens of generation tasks (a task's own setting wins)
+    max_gen_toks: int = 256  # cap on generated tokens of generation tasks that set none (GSM8K), both backends
     allow_truncation: bool = (
         False  # left-truncate prompts longer than the model's context (as lm-eval's hf) and count them; false: refuse
     )

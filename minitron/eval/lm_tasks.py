@@ -10,6 +10,8 @@ Few-shot examples: lm-eval draws them from the train split, which no registry pa
 for MMLU (dev, first 5 per subject: exact). Elsewhere the pool is a stand-in, recorded in the result
 (:attr:`TaskSpec.pool`): the validation split for tasks scored on test (ARC, OpenBookQA), else the
 scored split itself without the scored item. By default only MMLU runs few-shot (5, as in the paper).
+lm-eval draws random few-shot examples in each process's document order, so with data parallelism a
+stand-in pool gives other (equally valid) prompts than one process; MMLU's ordered pool does not.
 """
 
 from __future__ import annotations
@@ -163,8 +165,12 @@ def _pool_size(task, spec: TaskSpec) -> int:
     return pool - 1 if spec.pool_split == spec.scored_split else pool
 
 
-def load_tasks(manager, names: list[str], shots: dict[str, int], limits: dict[str, Optional[int]]) -> list[LoadedTask]:
-    """Load the tasks ``names`` with their shots and per-leaf-task limits; checks each few-shot pool is large enough."""
+def load_tasks(manager, names: list[str], shots: dict[str, int], limits: dict[str, Optional[int]],
+               max_gen_toks: Optional[int] = None) -> list[LoadedTask]:  # fmt: skip
+    """Load the tasks ``names`` with their shots and per-leaf-task limits; checks each few-shot pool is large enough.
+
+    ``max_gen_toks`` caps the generation of tasks whose config does not set it (lm-eval's backends default to 256);
+    it is written into the task's ``generation_kwargs``, so every backend sees it in the requests."""
     loaded = manager.load([f"minitron_{name}" for name in names])
     out = []
     for name in names:
@@ -180,6 +186,9 @@ def load_tasks(manager, names: list[str], shots: dict[str, int], limits: dict[st
                         f"{pool} examples{f' for {task.task_name}' if len(leaves) > 1 else ''}; use at most {pool}"
                     )
             task.set_config(key="num_fewshot", value=shots[name])
+            kwargs = task.get_config("generation_kwargs")
+            if task.get_config("output_type") == "generate_until" and max_gen_toks and "max_gen_toks" not in kwargs:
+                task.set_config(key="generation_kwargs", value={"max_gen_toks": max_gen_toks}, update=True)
         limit = limits[name]
         docs = {t.task_name: len(t.task_docs) if limit is None else min(limit, len(t.task_docs)) for t in leaves}
         out.append(LoadedTask(name, spec, child, leaves, shots[name], limit, docs))

@@ -1,4 +1,5 @@
-"""`minitron evaluate` end to end: outputs, every layout equal to TP=1, and bad input (one error line, exit 2, nothing written)."""
+"""`minitron evaluate` end to end: outputs, the hf backend and every layout equal to TP=1, and bad input (one error
+line, exit 2, nothing written)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,10 @@ def test_evaluate_outputs_and_every_layout_equals_tp1(long_context_model, benchm
     assert all(
         arguments[0][0].count("\n\n") == 2 for (task, _), (arguments, _) in reference.items() if task == "hellaswag"
     )
+    hf = run_cli(*_evaluate_args(long_context_model, benchmarks, tmp_path / "hf", "eval.backend=hf"), timeout=600)
+    assert hf.returncode == 0, hf.stderr[-3000:]
+    assert last_json(hf.stdout)["results"] == result["results"]
+    _assert_same_samples(_samples(tmp_path / "hf"), reference)  # lm-eval's own backend: same prompts and scores
     cli = REPO / "minitron" / "cli.py"
     for layout in (["parallel.tp=2"], ["parallel.pp=2"], []):  # the last: DP=2
         output = tmp_path / (layout[0].replace("parallel.", "").replace("=", "") if layout else "dp2")
