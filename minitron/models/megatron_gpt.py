@@ -7,6 +7,7 @@ rank's shard of the TP x PP layout.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 
@@ -119,8 +120,13 @@ class _BatchMajorOutputLayer:
     """
 
     batch_major = False
+    kept_positions = None  # (rows [n], positions [n]): logits of these tokens only, as [n, 1, vocab/tp]
 
     def forward(self, input_, weight=None, runtime_gather_output=None):
+        if self.kept_positions is not None and not self.sequence_parallel:
+            rows, positions = (index.to(input_.device) for index in self.kept_positions)
+            return super().forward(input_[positions, rows].unsqueeze(1), weight=weight,
+                                   runtime_gather_output=runtime_gather_output)  # fmt: skip
         if not self.batch_major or self.sequence_parallel:
             return super().forward(input_, weight=weight, runtime_gather_output=runtime_gather_output)
         output, bias = super().forward(input_.transpose(0, 1), weight=weight, runtime_gather_output=runtime_gather_output)
@@ -146,6 +152,23 @@ def _gpt_model_class():  # built lazily: megatron.core is imported only when a m
                 head.batch_major = False
 
     return MinitronGPTModel
+
+
+@contextlib.contextmanager
+def logits_only_at(model, rows: torch.Tensor, positions: torch.Tensor):
+    """Within the block, a call without labels computes the LM head only at tokens ``(rows[i], positions[i])``
+    of the ``[b, s]`` input and returns their logits as ``[1, n, vocab / tp]`` (in that order): scoring a few
+    continuation tokens then skips the head's matmul and the ``[b, s, vocab]`` tensor everywhere else."""
+    head = getattr(model, "output_layer", None) if model.post_process else None
+    if head is not None:
+        if head.sequence_parallel:
+            raise ValueError("logits_only_at does not support sequence parallelism")
+        head.kept_positions = (rows, positions)
+    try:
+        yield
+    finally:
+        if head is not None:
+            head.kept_positions = None
 
 
 @functools.lru_cache(maxsize=None)

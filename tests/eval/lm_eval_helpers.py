@@ -1,0 +1,32 @@
+"""Running lm-eval tasks on a backend while recording what it is asked and answers (for backend comparisons)."""
+
+from __future__ import annotations
+
+from minitron.eval import harness, lm_tasks
+
+
+def recording(base):
+    class Recording(base):
+        """Keeps the token-level requests and answers lm-eval hands to the backend."""
+
+        def _loglikelihood_tokens(self, requests, *args, **kwargs):
+            answers = super()._loglikelihood_tokens(requests, *args, **kwargs)
+            self.seen = getattr(self, "seen", []) + [(tuple(c), tuple(x), a) for (_, c, x), a in zip(requests, answers)]
+            return answers
+
+        def generate_until(self, requests, *args, **kwargs):
+            texts = super().generate_until(requests, *args, **kwargs)
+            self.generated = getattr(self, "generated", []) + list(zip([r.args[0] for r in requests], texts))
+            return texts
+
+    return Recording
+
+
+def run_tasks(lm, benchmarks, names, shots, limits=None, max_gen_toks=24):
+    manager = lm_tasks.task_manager(benchmarks)
+    tasks = lm_tasks.load_tasks(manager, names, shots, limits or {n: None for n in names})
+    for task in tasks:
+        for leaf in task.leaves:
+            if leaf.get_config("output_type") == "generate_until":
+                leaf.set_config("generation_kwargs", {"max_gen_toks": max_gen_toks}, update=True)
+    return harness.summarize(harness.evaluate(lm, tasks, manager, seed=1234, log_samples=False), tasks)
