@@ -58,6 +58,6 @@ def test_config_package_imports_no_library():
 
     code = ("import sys, minitron.config.schema; "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('minitron.') "
-            "and not m.startswith(('minitron.config', 'minitron.errors', 'minitron.fsutil'))))")  # fmt: skip
+            "and not m.startswith(('minitron.config', 'minitron.conf', 'minitron.errors', 'minitron.fsutil'))))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
