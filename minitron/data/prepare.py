@@ -12,13 +12,17 @@ one sequence per document, as ``uint16`` when the vocabulary has fewer than 65,5
 ``PREFIX.json`` (the sidecar) says what the dataset is: ``num_documents`` and ``num_tokens`` (EODs
 included), ``vocab_size``, ``eod_id``, ``dtype``, the tokenizer (path and sha256 of its file), the
 sources (path, sha256, size, documents) and the sha256 of the ``.bin``. The three files are written
-under temporary names and renamed into place at the end, ``.bin`` last; bad input leaves nothing behind.
+under temporary names unique to the writer (``PREFIX.bin.<pid>.partial``) and renamed into place at the end,
+``.bin`` last; bad input leaves nothing behind. The writer holds the lock of ``PREFIX``
+(:func:`minitron.fsutil.output_lock`) from the "up to date" check to the last rename; the partial files of a
+killed writer are removed by the next one.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import glob
 import hashlib
 import itertools
 import json
@@ -33,7 +37,7 @@ import numpy as np
 
 from minitron.data.documents import list_sources, read_documents
 from minitron.errors import MinitronError
-from minitron.fsutil import sha256_file, write_json_atomic
+from minitron.fsutil import check_not_an_input, output_lock, sha256_file, write_json_atomic
 from minitron.models.tokenizer import load_tokenizer
 
 FORMAT = "minitron-indexed-dataset"
@@ -187,10 +191,7 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
     Returns a summary: ``output`` (the prefix), ``num_documents``, ``num_tokens`` (EODs included),
     ``skipped_documents``, ``vocab_size``, ``eod_id``, ``dtype``, ``workers``, ``seconds``, ``tokens_per_s``.
     """
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
-    from tqdm import tqdm
-
-    from minitron.runtime import versions
+    from megatron.core.datasets.indexed_dataset import DType
 
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -205,15 +206,29 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         raise MinitronError(f"model.path={model_path}: its tokenizer has no eos_token to end documents with")
     vocab_size = len(tokenizer)
     dtype = DType.optimal_dtype(vocab_size)
-    existing = _up_to_date(output, sources, files_dir, text_field)
-    if existing is not None and not overwrite:
-        return existing
-    prefix = output_prefix(output, overwrite)
+    prefix = output_prefix(output, overwrite=True)
     final = {suffix: Path(f"{prefix}{suffix}") for suffix in (".bin", ".idx", ".json")}
-    staged = {suffix: Path(f"{final[suffix]}.partial") for suffix in (".bin", ".idx")}
-    made_parent = not prefix.parent.exists()
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    check_not_an_input(final.values(), [("model.path", model_path), *(("data.path", s.path) for s in sources)])
+    with output_lock(prefix):
+        for stale in (*prefix.parent.glob(f"{glob.escape(prefix.name)}.bin*.partial"),
+                      *prefix.parent.glob(f"{glob.escape(prefix.name)}.idx*.partial")):  # fmt: skip
+            stale.unlink(missing_ok=True)  # left by a killed writer (the lock says none is running)
+        existing = _up_to_date(output, sources, files_dir, text_field)
+        if existing is not None and not overwrite:
+            return existing
+        output_prefix(output, overwrite)
+        return _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, workers, prefix, final,
+                              data_path, text_field, progress)  # fmt: skip
 
+
+def _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, workers, prefix, final, data_path,
+                   text_field, progress) -> dict:  # fmt: skip
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from tqdm import tqdm
+
+    from minitron.runtime import versions
+
+    staged = {suffix: Path(f"{final[suffix]}.{os.getpid()}.partial") for suffix in (".bin", ".idx")}
     start = time.perf_counter()
     builder = None
     try:
@@ -262,8 +277,6 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
             builder.data_file.close()
         for path in staged.values():
             path.unlink(missing_ok=True)
-        if made_parent and not any(prefix.parent.iterdir()):
-            prefix.parent.rmdir()
         raise
     return {
         "output": str(prefix),
