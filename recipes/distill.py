@@ -43,13 +43,15 @@ def main(cfg) -> None:
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
         with output_lock(cfg.output):
+            trains = rundir.check_rerun(cfg.output, run_config)  # a finished run is immutable
             dtype = student.build_dtype(cfg.student.dtype, for_compute=True)
             runtime.log(f"distill {teacher.path} -> {student.path} on {cfg.data.path}: {cfg.distill.loss} "
                         f"(T={cfg.distill.temperature}), {cfg.train.steps} steps x {cfg.train.global_batch_size} x "
                         f"{cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
                         f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
-            run_dir = rundir.prepare(cfg.output, resolved)
-            checks.record_teacher(run_dir, teacher)
+            run_dir = rundir.prepare(cfg.output, resolved, record=trains)
+            if trains:
+                checks.record_teacher(run_dir, teacher)
             data = build_train_data(cfg, student, run_dir)
             distill = load_distillation(student, teacher, ctx.tp, ctx.pp, dtype, cfg.distill, cfg.train.seed)
             parts = build_training_parts(distill.student, cfg.train)

@@ -38,6 +38,7 @@ def main(cfg) -> None:
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
         with output_lock(cfg.output):
+            trains = rundir.check_rerun(cfg.output, run_config)  # a finished run is immutable
             dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
             model_name = f"{source.path} (its architecture, random init)" if source.init == "random" else source.path
             runtime.log(f"train {model_name} on {cfg.data.path}: {cfg.train.steps} steps x "
@@ -46,7 +47,7 @@ def main(cfg) -> None:
                         f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
             # first, while the RNG is as train.seed left it: a random init is then the same in every run
             model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)  # random init: no weights read
-            run_dir = rundir.prepare(cfg.output, resolved)
+            run_dir = rundir.prepare(cfg.output, resolved, record=trains)
             data = build_train_data(cfg, source, run_dir)
             parts = build_training_parts(model, cfg.train)
             result = loop.train(parts, data, cfg, run_dir, source, run_config=run_config)
