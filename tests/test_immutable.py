@@ -17,7 +17,8 @@ def finished(tiny_models, tmp_path_factory) -> dict:
     model = tiny_models["llama31"]
     data = prepare_rotating_corpus(root, model, WORDS)
     common = [f"data.path={data}", "train.seq_length=16", "train.global_batch_size=2", "train.steps=2",
-              "train.warmup_steps=0", "train.eval_interval=0", "checkpoint.interval=2", "logging.progress=false"]  # fmt: skip
+              "train.warmup_steps=0", "train.eval_interval=0", "checkpoint.interval=2",
+              "logging.progress=false"]  # fmt: skip
     runs = {"train": ["train", f"model.path={model}", f"output={root / 'train'}", *common],
             "distill": ["distill", f"teacher.path={model}", f"student.path={model}", f"output={root / 'distill'}",
                         *common]}  # fmt: skip

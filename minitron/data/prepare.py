@@ -10,8 +10,11 @@ one sequence per document, as ``uint16`` when the vocabulary has fewer than 65,5
 ``workers`` processes; the output is byte-identical for any number of them.
 
 ``PREFIX.json`` (the sidecar) says what the dataset is: ``num_documents`` and ``num_tokens`` (EODs
-included), ``vocab_size``, ``eod_id``, ``dtype``, the tokenizer (path and sha256 of its file), the
-sources (path, sha256, size, documents) and the sha256 of the ``.bin``. The three files are written
+included), ``vocab_size``, ``eod_id``, ``dtype``, the tokenizer (path and sha256 of its file, and its
+identity: sha256 of its vocabulary and its special tokens' ids, which `train` and `distill` compare with
+their model's), the sources (path, sha256, size, documents) and the sha256 of the ``.bin`` and ``.idx``.
+"Up to date" (a rerun that writes nothing) means same sources, same tokenizer, and files whose checksums
+match the sidecar's. The three files are written
 under temporary names unique to the writer (``PREFIX.bin.<pid>.partial``) and renamed into place at the end,
 ``.bin`` last; bad input leaves nothing behind. The writer holds the lock of ``PREFIX``
 (:func:`minitron.fsutil.output_lock`) from the "up to date" check to the last rename; the partial files of a
@@ -38,7 +41,7 @@ import numpy as np
 from minitron.data.documents import list_sources, read_documents
 from minitron.errors import MinitronError
 from minitron.fsutil import check_not_an_input, output_lock, sha256_file, write_json_atomic
-from minitron.models.tokenizer import load_tokenizer
+from minitron.models.tokenizer import load_tokenizer, vocabulary_identity
 
 FORMAT = "minitron-indexed-dataset"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -85,12 +88,14 @@ def tokenizer_dir(model_path) -> Path:
     return path
 
 
-def tokenizer_identity(files_dir: Path) -> dict:
-    """Path of the tokenizer and sha256 of its main file (what the sidecar records and blends compare)."""
+def tokenizer_identity(files_dir: Path, tokenizer=None) -> dict:
+    """Path of the tokenizer, sha256 of its main file, and its vocabulary identity
+    (:func:`~minitron.models.tokenizer.vocabulary_identity`): what the sidecar records and readers compare."""
     files_dir = Path(files_dir).resolve()
     for name in TOKENIZER_FILES:
         if (files_dir / name).is_file():
-            return {"path": str(files_dir), "file": name, "sha256": sha256_file(files_dir / name)}
+            identity = vocabulary_identity(tokenizer or load_tokenizer(files_dir))
+            return {"path": str(files_dir), "file": name, "sha256": sha256_file(files_dir / name), **identity}
     raise MinitronError(f"{files_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
 
 
@@ -163,8 +168,37 @@ def output_prefix(output, overwrite: bool) -> Path:
     return prefix
 
 
-def _up_to_date(output, sources, files_dir, text_field) -> Optional[dict]:
-    """The summary of an existing dataset at ``output`` made from the same files with the same tokenizer."""
+def damage(prefix, meta: dict) -> Optional[str]:
+    """Why the files of the dataset ``prefix`` do not match its sidecar ``meta`` (None when they do): sizes
+    first, then the sha256 of the ``.bin`` and ``.idx`` (those the sidecar records)."""
+    bin_path = Path(f"{prefix}.bin")
+    expected = meta.get("num_tokens", 0) * np.dtype(meta.get("dtype", "uint16")).itemsize
+    if bin_path.stat().st_size != expected:
+        return f"{bin_path} holds {bin_path.stat().st_size} bytes, its sidecar says {expected}"
+    for suffix in (".bin", ".idx"):
+        recorded = meta.get(f"{suffix[1:]}_sha256")
+        if recorded is not None and sha256_file(f"{prefix}{suffix}") != recorded:
+            return f"{prefix}{suffix} does not match the sha256 its sidecar records"
+    return None
+
+
+def _refuse_damaged(prefix: Path, overwrite: bool) -> None:
+    """Without overwrite, an existing dataset whose files do not match its sidecar is named as damaged."""
+    if overwrite or not Path(f"{prefix}.bin").is_file() or not Path(f"{prefix}.idx").is_file():
+        return
+    try:
+        meta = read_sidecar(prefix)
+    except MinitronError:
+        meta = None
+    reason = damage(prefix, meta) if meta else None
+    if reason:
+        raise MinitronError(f"output={prefix}: the dataset there is damaged ({reason}); pass overwrite=true to "
+                            "prepare it again")  # fmt: skip
+
+
+def _up_to_date(output, sources, files_dir, text_field, tokenizer) -> Optional[dict]:
+    """The summary of an existing dataset at ``output`` made from the same files with the same tokenizer; None when
+    there is none, it was made otherwise, or its files do not match its sidecar's checksums."""
     prefix = Path(str(output).removesuffix(".bin").removesuffix(".idx"))
     sidecar = Path(f"{prefix}.json")
     if not (Path(f"{prefix}.bin").is_file() and Path(f"{prefix}.idx").is_file() and sidecar.is_file()):
@@ -175,10 +209,10 @@ def _up_to_date(output, sources, files_dir, text_field) -> Optional[dict]:
         return None
     same = (
         meta.get("sources") == [source.to_dict() for source in sources]
-        and meta.get("tokenizer") == tokenizer_identity(files_dir)
+        and meta.get("tokenizer") == tokenizer_identity(files_dir, tokenizer)
         and meta.get("text_field") == text_field
     )
-    if not same:
+    if not same or damage(prefix, meta) is not None:
         return None
     keys = ("num_documents", "num_tokens", "skipped_documents", "vocab_size", "eod_id", "dtype")
     return {"output": str(prefix), **{k: meta[k] for k in keys}, "skipped": True}
@@ -213,9 +247,10 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         for stale in (*prefix.parent.glob(f"{glob.escape(prefix.name)}.bin*.partial"),
                       *prefix.parent.glob(f"{glob.escape(prefix.name)}.idx*.partial")):  # fmt: skip
             stale.unlink(missing_ok=True)  # left by a killed writer (the lock says none is running)
-        existing = _up_to_date(output, sources, files_dir, text_field)
+        existing = _up_to_date(output, sources, files_dir, text_field, tokenizer)
         if existing is not None and not overwrite:
             return existing
+        _refuse_damaged(prefix, overwrite)
         output_prefix(output, overwrite)
         return _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, workers, prefix, final,
                               data_path, text_field, progress)  # fmt: skip
@@ -256,7 +291,7 @@ def _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, wor
         seconds = time.perf_counter() - start
         meta = {
             "format": FORMAT,
-            "version": 1,
+            "version": 2,
             "num_documents": num_documents,
             "num_tokens": num_tokens,
             "skipped_documents": skipped,
@@ -264,7 +299,8 @@ def _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, wor
             "eod_id": eod_id,
             "dtype": np.dtype(dtype).name,
             "bin_sha256": bin_digest.hexdigest(),
-            "tokenizer": tokenizer_identity(files_dir),
+            "idx_sha256": sha256_file(staged[".idx"]),
+            "tokenizer": tokenizer_identity(files_dir, tokenizer),
             "text_field": text_field,
             "sources": [source.to_dict() for source in sources],
             "versions": versions(),

@@ -1,7 +1,7 @@
 """The run directory of a training run: what it holds and how it is set up.
 
     OUTPUT/
-      config.yaml      the resolved config of the latest start that trained (earlier ones: config.<n>.yaml when it changed)
+      config.yaml      the resolved config of the latest start that trained (earlier ones: config.<n>.yaml)
       versions.json    torch, megatron-core, transformers, Python, git commit
       metrics.jsonl    one record per step, validation and (re)start (see minitron.training.metrics)
       checkpoints/     training checkpoints (see minitron.training.checkpointing)
