@@ -131,15 +131,15 @@ def output_lock(output, name: Optional[str] = None) -> Iterator[Path]:
     Parent directories that do not exist are created, and removed again on release when still empty.
     ``name`` is what the error calls the output (default ``output=PATH``)."""
     path = lock_path(output)
-    made = []
-    for parent in reversed([path.parent, *path.parent.parents]):
-        if not parent.exists():
-            made.append(parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = [parent for parent in reversed([path.parent, *path.parent.parents]) if not parent.exists()]
     fd: Optional[int] = None
     try:
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:  # a read-only or forbidden place: name the output, not the lock file
+                raise OSError(err.errno, err.strerror, str(output)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:

@@ -31,6 +31,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,8 @@ _worker: dict = {}  # this process's tokenizer, EOD id and token dtype (set by _
 def _init_worker(files_dir: str, eod_id: int, dtype: str, tokenizer=None) -> None:
     if tokenizer is None:  # a pool process: one tokenizing thread each, the pool is the parallelism
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool's terminate(), not minitron.failures' handler
         tokenizer = load_tokenizer(Path(files_dir))
     _worker.update(tokenizer=tokenizer, eod_id=eod_id, dtype=np.dtype(dtype))
 
@@ -308,11 +311,14 @@ def _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, wor
         os.replace(staged[".idx"], final[".idx"])
         write_json_atomic(final[".json"], meta)
         os.replace(staged[".bin"], final[".bin"])  # last: its presence marks a finished dataset
-    except BaseException:
+    except BaseException as err:
         if builder is not None:
-            builder.data_file.close()
+            with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails again
+                builder.data_file.close()
         for path in staged.values():
             path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = f"output={prefix}"  # a buffered write names no file
         raise
     return {
         "output": str(prefix),
