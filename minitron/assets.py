@@ -48,7 +48,7 @@ from typing import Callable, Sequence, TypeVar
 
 from minitron.errors import MinitronError
 from minitron.eval import benchmark_data
-from minitron.fsutil import minitron_home, open_permissions, replace_directory, sha256_file
+from minitron.fsutil import minitron_home, open_permissions, output_lock, replace_directory, sha256_file
 
 MARKER = ".minitron-asset.json"
 SPLITS = ("calib", "train", "heldout")
@@ -634,19 +634,20 @@ def fetch(names: list[str] | None = None, force: bool = False, *,
     for name in order:
         asset = ASSETS[name]
         rebuild = force and (not names or name in explicit)
-        if _is_complete(asset) and not rebuild:
-            say(f"{name}: present at {asset.path}")
-            result[name] = asset.path
-            continue
-        start = time.monotonic()
-        try:
-            result[name] = _install(asset, say)
-        except MinitronError as exc:
-            if asset.optional and name not in explicit:
-                say(f"{name}: skipped (optional asset; fetch it by name to make this an "
-                    f"error): {exc}")
+        with output_lock(asset.path, f"asset {name} ({asset.path})"):  # one fetch of an asset at a time
+            if _is_complete(asset) and not rebuild:
+                say(f"{name}: present at {asset.path}")
+                result[name] = asset.path
                 continue
-            raise
+            start = time.monotonic()
+            try:
+                result[name] = _install(asset, say)
+            except MinitronError as exc:
+                if asset.optional and name not in explicit:
+                    say(f"{name}: skipped (optional asset; fetch it by name to make this an "
+                        f"error): {exc}")
+                    continue
+                raise
         say(f"{name}: done in {time.monotonic() - start:.1f}s -> {asset.path}")
     return result
 

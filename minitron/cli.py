@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 
+from minitron import failures
 from minitron.commands import COMMANDS, Command
 from minitron.errors import MinitronError
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         command, args = _resolve(argv)
-        return run(command, args)
+        return failures.run_cleanly(command.name, lambda: run(command, args))
     except MinitronError as err:
         _print_error(str(err))
         return 2

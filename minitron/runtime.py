@@ -1,7 +1,8 @@
 """What every recipe shares: error reporting, the final JSON line, provenance, quiet start-up.
 
-A recipe's ``main`` is wrapped by :func:`stage`: a :class:`MinitronError` becomes one line on stderr
-(``error: ...``) and exit status 2, with nothing else printed; other exceptions keep their traceback.
+A recipe's ``main`` is wrapped by :func:`stage`: a :class:`MinitronError`, or a full disk / read-only /
+forbidden target (:func:`minitron.failures.describe`), becomes one line on stderr (``error: ...``) and exit
+status 2, with nothing else printed; other exceptions keep their traceback.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ def stage(fn):
         except MinitronError as err:
             if is_main_process() or os.environ.get("WORLD_SIZE", "1") == "1":
                 print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # an OSError, or one wrapped (torch.distributed.checkpoint's CheckpointException)
+            from minitron import failures
+
+            message = failures.describe(err)
+            if message is None:
+                raise
+            failures.print_line("error", message)
             sys.exit(2)
 
     return wrapper

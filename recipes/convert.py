@@ -12,7 +12,8 @@ from minitron import runtime
 from minitron.config import schema
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout
-from minitron.parallel import setup_distributed, teardown_distributed
+from minitron.fsutil import check_not_an_input
+from minitron.parallel import output_lock, setup_distributed, teardown_distributed
 
 
 @runtime.recipe("convert")
@@ -21,28 +22,30 @@ def main(cfg) -> None:
     source = checkpoint.open_model(cfg.model.path)
     fingerprint = source.fingerprint()
     check_parallel_layout(source.arch, cfg.parallel.tp, cfg.parallel.pp)
+    check_not_an_input(cfg.output, [("model.path", cfg.model.path)])
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
-        staging = checkpoint.begin_output(cfg.output, fingerprint, cfg.overwrite)
-        target = "megatron" if source.kind == "hf" else "hf"
-        if staging is None:
-            runtime.log(f"{cfg.output} already holds this model converted from {source.path}: nothing to do")
-        else:
-            with checkpoint.staged(staging):
-                dtype = source.build_dtype(cfg.model.dtype, for_compute=False)
-                runtime.log(f"loading {source.path} ({source.kind}) at TP={ctx.tp} PP={ctx.pp} in {str(dtype).replace('torch.', '')}")
-                model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
-                runtime.log(f"writing {target} checkpoint to {cfg.output}")
-                if target == "megatron":
-                    checkpoint.save_megatron_checkpoint(model, source, staging, fingerprint, source.hf_config,
-                                                        extra_meta=checkpoint.carried_meta(source))  # fmt: skip
-                else:
-                    checkpoint.export_hf(model, source.arch, source.hf_config, source.carried_files, staging, fingerprint,
-                                         extra_meta=checkpoint.carried_meta(source))  # fmt: skip
-            checkpoint.finish_output(staging, cfg.output)
-        runtime.print_result(
-            {"output": str(cfg.output), "format": target, "params": source.arch.params, "skipped": staging is None}
-        )
+        with output_lock(cfg.output):
+            staging = checkpoint.begin_output(cfg.output, fingerprint, cfg.overwrite)
+            target = "megatron" if source.kind == "hf" else "hf"
+            if staging is None:
+                runtime.log(f"{cfg.output} already holds this model converted from {source.path}: nothing to do")
+            else:
+                with checkpoint.staged(staging):
+                    dtype = source.build_dtype(cfg.model.dtype, for_compute=False)
+                    runtime.log(f"loading {source.path} ({source.kind}) at TP={ctx.tp} PP={ctx.pp} in {str(dtype).replace('torch.', '')}")
+                    model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)
+                    runtime.log(f"writing {target} checkpoint to {cfg.output}")
+                    if target == "megatron":
+                        checkpoint.save_megatron_checkpoint(model, source, staging, fingerprint, source.hf_config,
+                                                            extra_meta=checkpoint.carried_meta(source))  # fmt: skip
+                    else:
+                        checkpoint.export_hf(model, source.arch, source.hf_config, source.carried_files, staging, fingerprint,
+                                             extra_meta=checkpoint.carried_meta(source))  # fmt: skip
+                checkpoint.finish_output(staging, cfg.output)
+            runtime.print_result(
+                {"output": str(cfg.output), "format": target, "params": source.arch.params, "skipped": staging is None}
+            )
     finally:
         teardown_distributed()
 

@@ -24,7 +24,8 @@ from minitron import runtime
 from minitron.config import schema
 from minitron.distill import checks
 from minitron.distill.model import load_distillation
-from minitron.parallel import setup_distributed, teardown_distributed
+from minitron.fsutil import check_not_an_input
+from minitron.parallel import output_lock, setup_distributed, teardown_distributed
 from minitron.training import loop, rundir
 from minitron.training.data import build_train_data
 from minitron.training.engine import build_training_parts
@@ -38,21 +39,25 @@ def main(cfg) -> None:
     checks.check_distill_inputs(cfg, student, teacher, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
     checks.check_same_teacher(cfg.output, teacher)
     checks.check_same_hidden_pairs(cfg)
+    check_not_an_input(cfg.output, [("teacher.path", cfg.teacher.path), ("student.path", cfg.student.path)])
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
-        dtype = student.build_dtype(cfg.student.dtype, for_compute=True)
-        runtime.log(f"distill {teacher.path} -> {student.path} on {cfg.data.path}: {cfg.distill.loss} "
-                    f"(T={cfg.distill.temperature}), {cfg.train.steps} steps x {cfg.train.global_batch_size} x "
-                    f"{cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
-                    f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
-        run_dir = rundir.prepare(cfg.output, resolved)
-        checks.record_teacher(run_dir, teacher)
-        data = build_train_data(cfg, student, run_dir)
-        distill = load_distillation(student, teacher, ctx.tp, ctx.pp, dtype, cfg.distill, cfg.train.seed)
-        parts = build_training_parts(distill.student, cfg.train)
-        result = loop.train(parts, data, cfg, run_dir, student, run_config=run_config,
-                            functions=distill.step_functions(), export=distill.export_final)  # fmt: skip
-        loop.report(result, "distillation loss", "student")
+        with output_lock(cfg.output):
+            trains = rundir.check_rerun(cfg.output, run_config)  # a finished run is immutable
+            dtype = student.build_dtype(cfg.student.dtype, for_compute=True)
+            runtime.log(f"distill {teacher.path} -> {student.path} on {cfg.data.path}: {cfg.distill.loss} "
+                        f"(T={cfg.distill.temperature}), {cfg.train.steps} steps x {cfg.train.global_batch_size} x "
+                        f"{cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
+                        f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
+            run_dir = rundir.prepare(cfg.output, resolved, record=trains)
+            if trains:
+                checks.record_teacher(run_dir, teacher)
+            data = build_train_data(cfg, student, run_dir)
+            distill = load_distillation(student, teacher, ctx.tp, ctx.pp, dtype, cfg.distill, cfg.train.seed)
+            parts = build_training_parts(distill.student, cfg.train)
+            result = loop.train(parts, data, cfg, run_dir, student, run_config=run_config,
+                                functions=distill.step_functions(), export=distill.export_final)  # fmt: skip
+            loop.report(result, "distillation loss", "student")
     finally:
         teardown_distributed()
 

@@ -21,7 +21,8 @@ from minitron.config import schema
 from minitron.errors import MinitronError
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
-from minitron.parallel import setup_distributed, teardown_distributed
+from minitron.fsutil import check_not_an_input
+from minitron.parallel import output_lock, setup_distributed, teardown_distributed
 from minitron.prune import plots
 from minitron.prune.calibration import calibration_windows, compute_importance
 from minitron.prune.plan import check_scores_cover, needed_depth_metrics, placeholder_scores, plan_pruning
@@ -74,39 +75,44 @@ def main(cfg) -> None:
         check_sequence_length(arch, "calib.seq_length", cfg.calib.seq_length)
         windows = calibration_windows(source, cfg.data.path, cfg.data.text_field, cfg.calib.num_samples, cfg.calib.seq_length)
 
+    check_not_an_input(cfg.output, [("model.path", cfg.model.path), ("data.path", cfg.data.path),
+                                    ("prune.scores", cfg.prune.scores)])  # fmt: skip
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
-        key = fingerprint(cfg, source)
-        staging = checkpoint.begin_output(cfg.output, key, cfg.overwrite)
-        if staging is None:
-            runtime.log(f"{cfg.output} already holds this student: nothing to do")
-            runtime.print_result({**json.loads((Path(cfg.output) / "prune_summary.json").read_text()), "skipped": True})
-            return
-        with checkpoint.staged(staging):
-            if scores is None:
-                dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
-                runtime.log(f"importance of {source.path}: {len(windows)} windows x {cfg.calib.seq_length} tokens, "
-                            f"TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, depth metrics {list(depth_metrics)}")  # fmt: skip
-                scores, _ = compute_importance(source, windows, ctx, dtype, cfg.calib, cfg.importance, depth_metrics,
-                                               window_sizes)  # fmt: skip
-                scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
-                                   model_fingerprint=source.fingerprint())  # fmt: skip
-            plan = plan_pruning(arch, scores, targets, tp=cfg.parallel.tp)
-            summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune)),
-                       "versions": runtime.versions()}  # fmt: skip
-            if ctx.is_main:
-                runtime.log(f"student: {plan.student.params:,} parameters (from {arch.params:,}); "
-                            f"non-embedding kept {summary['kept_fraction_non_embedding']:.1%}")  # fmt: skip
-                write_pruned_hf(source, plan, staging)
-                scores.save(staging)
-                plots.save_plots(scores, staging)
-                (staging / "prune_summary.json").write_text(json.dumps(summary, indent=2))
-                (staging / "prune_config.yaml").write_text(resolved)
-                (staging / "minitron.json").write_text(json.dumps({"format": "hf-pruned", "source_fingerprint": key,
-                                                                         "trained_tokens": 0}))
-            torch.distributed.barrier()
-        checkpoint.finish_output(staging, cfg.output)
-        runtime.print_result(summary)
+        with output_lock(cfg.output):
+            key = fingerprint(cfg, source)
+            staging = checkpoint.begin_output(cfg.output, key, cfg.overwrite)
+            if staging is None:
+                runtime.log(f"{cfg.output} already holds this student: nothing to do")
+                summary = json.loads((Path(cfg.output) / "prune_summary.json").read_text())
+                runtime.print_result({**summary, "skipped": True})
+                return
+            with checkpoint.staged(staging):
+                if scores is None:
+                    dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
+                    runtime.log(f"importance of {source.path}: {len(windows)} windows x {cfg.calib.seq_length} "
+                                f"tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, depth metrics "
+                                f"{list(depth_metrics)}")  # fmt: skip
+                    scores, _ = compute_importance(source, windows, ctx, dtype, cfg.calib, cfg.importance,
+                                                   depth_metrics, window_sizes)  # fmt: skip
+                    scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
+                                       model_fingerprint=source.fingerprint())  # fmt: skip
+                plan = plan_pruning(arch, scores, targets, tp=cfg.parallel.tp)
+                summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune)),
+                           "versions": runtime.versions()}  # fmt: skip
+                if ctx.is_main:
+                    runtime.log(f"student: {plan.student.params:,} parameters (from {arch.params:,}); "
+                                f"non-embedding kept {summary['kept_fraction_non_embedding']:.1%}")  # fmt: skip
+                    write_pruned_hf(source, plan, staging)
+                    scores.save(staging)
+                    plots.save_plots(scores, staging)
+                    (staging / "prune_summary.json").write_text(json.dumps(summary, indent=2))
+                    (staging / "prune_config.yaml").write_text(resolved)
+                    (staging / "minitron.json").write_text(json.dumps({"format": "hf-pruned", "source_fingerprint": key,
+                                                                             "trained_tokens": 0}))
+                torch.distributed.barrier()
+            checkpoint.finish_output(staging, cfg.output)
+            runtime.print_result(summary)
     finally:
         teardown_distributed()
 

@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from minitron import runtime
 from minitron.config import schema
 from minitron.models import checkpoint
-from minitron.parallel import setup_distributed, teardown_distributed
+from minitron.fsutil import check_not_an_input
+from minitron.parallel import output_lock, setup_distributed, teardown_distributed
 from minitron.training import checks, loop, rundir
 from minitron.training.data import build_train_data
 from minitron.training.engine import build_training_parts
@@ -33,20 +34,24 @@ def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     source = checkpoint.open_model(cfg.model.path, init=cfg.model.init)
     checks.check_train_inputs(cfg, source, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
+    check_not_an_input(cfg.output, [("model.path", cfg.model.path)])
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
-        dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
-        model_name = f"{source.path} (its architecture, random init)" if source.init == "random" else source.path
-        runtime.log(f"train {model_name} on {cfg.data.path}: {cfg.train.steps} steps x {cfg.train.global_batch_size} "
-                    f"x {cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
-                    f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
-        # first, while the RNG is as train.seed left it: a random init is then the same in every run
-        model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)  # random init: no weights read
-        run_dir = rundir.prepare(cfg.output, resolved)
-        data = build_train_data(cfg, source, run_dir)
-        parts = build_training_parts(model, cfg.train)
-        result = loop.train(parts, data, cfg, run_dir, source, run_config=run_config)
-        loop.report(result, "loss", "model")
+        with output_lock(cfg.output):
+            trains = rundir.check_rerun(cfg.output, run_config)  # a finished run is immutable
+            dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
+            model_name = f"{source.path} (its architecture, random init)" if source.init == "random" else source.path
+            runtime.log(f"train {model_name} on {cfg.data.path}: {cfg.train.steps} steps x "
+                        f"{cfg.train.global_batch_size} "
+                        f"x {cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
+                        f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
+            # first, while the RNG is as train.seed left it: a random init is then the same in every run
+            model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)  # random init: no weights read
+            run_dir = rundir.prepare(cfg.output, resolved, record=trains)
+            data = build_train_data(cfg, source, run_dir)
+            parts = build_training_parts(model, cfg.train)
+            result = loop.train(parts, data, cfg, run_dir, source, run_config=run_config)
+            loop.report(result, "loss", "model")
     finally:
         teardown_distributed()
 

@@ -206,3 +206,58 @@ def expected_versions() -> dict:
     return {"minitron": minitron.__version__, "minitron_commit": commit, "python": platform.python_version(),
             "torch": torch.__version__, "megatron_core": megatron.core.__version__,
             "transformers": transformers.__version__, "transformer_engine": engine}  # fmt: skip
+
+
+def tree_snapshot(*roots) -> dict:
+    """What a command may not change when it refuses its input: every path under ``roots`` (directories and
+    files) with each file's size, modification time and sha256. Directories' own mtimes are left out (a
+    lock file created and removed again beside an output changes its directory's mtime, nothing else)."""
+    import hashlib
+
+    snapshot = {}
+    for root in map(Path, roots):
+        for path in sorted([root, *root.rglob("*")]) if root.exists() else []:
+            if path.is_symlink() or path.is_dir():
+                snapshot[str(path)] = "dir" if path.is_dir() and not path.is_symlink() else f"link {os.readlink(path)}"
+            else:
+                stat = path.stat()
+                snapshot[str(path)] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return snapshot
+
+
+def run_minitron(monkeypatch, capfd, *argv) -> tuple[int, str, str]:
+    """Run ``minitron ARGV`` in this process through :func:`minitron.cli.main` (fast: for commands that refuse
+    their input); returns (exit status, stdout, stderr)."""
+    from minitron import cli
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main replaces it
+    capfd.readouterr()
+    try:
+        code = cli.main([str(arg) for arg in argv])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def hold_lock(output, pid: int = 4242):
+    """Hold the writer's lock of ``output`` as another process would (``pid`` recorded in it); a context manager."""
+    import contextlib
+    import fcntl
+
+    from minitron.fsutil import lock_path
+
+    @contextlib.contextmanager
+    def held():
+        path = lock_path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock.write(f"{pid}\n")
+            lock.flush()
+            try:
+                yield path
+            finally:
+                path.unlink(missing_ok=True)
+
+    return held()

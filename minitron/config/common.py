@@ -7,6 +7,7 @@ the group modules); the library imports them from here and maps them to what the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +16,23 @@ from omegaconf import MISSING
 from minitron.errors import MinitronError
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype values besides auto (torch attribute names)
+MAX_SEED = 2**32 - 1  # numpy's RandomState (Megatron's dataset shuffling) takes seeds in [0, 2**32)
+
+
+def check_range(key: str, value, at_least=None, above=None, at_most=None, below=None, fix: str = "") -> None:
+    """Refuse ``value`` of the setting ``key`` unless it is a finite number in range (None, an unset optional
+    setting, passes): one MinitronError ``KEY=VALUE: must be >= N`` (``fix`` is added after a semicolon)."""
+    if value is None:
+        return
+    bounds = [f">= {at_least}" if at_least is not None else None, f"> {above}" if above is not None else None,
+              f"<= {at_most}" if at_most is not None else None, f"< {below}" if below is not None else None]  # fmt: skip
+    wanted = " and ".join(b for b in bounds if b)
+    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    good = good and (at_least is None or value >= at_least) and (above is None or value > above)
+    good = good and (at_most is None or value <= at_most) and (below is None or value < below)
+    if not good:
+        finite = "" if isinstance(value, (int, float)) and math.isfinite(value) else "a finite number "
+        raise MinitronError(f"{key}={value}: must be {finite}{wanted}" + (f"; {fix}" if fix else ""))
 
 
 @dataclass
@@ -35,8 +53,7 @@ class ParallelConfig:
 
     def __post_init__(self):
         for name in ("tp", "pp"):
-            if getattr(self, name) < 1:
-                raise MinitronError(f"parallel.{name}={getattr(self, name)}: must be >= 1")
+            check_range(f"parallel.{name}", getattr(self, name), at_least=1)
 
 
 @dataclass

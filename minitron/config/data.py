@@ -8,6 +8,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from minitron.config.common import check_range
 from minitron.errors import MinitronError
 
 
@@ -23,8 +24,7 @@ class DataPrepareConfig:
     workers: Optional[int] = None  # tokenizer processes (None: min(4, CPU count)); output is the same for any number
 
     def __post_init__(self):
-        if self.workers is not None and self.workers < 1:
-            raise MinitronError(f"data.workers={self.workers}: must be >= 1 (or null for the default)")
+        check_range("data.workers", self.workers, at_least=1, fix="or null for the default")
         if not self.text_field:
             raise MinitronError("data.text_field is empty: name the field or column that holds the text")
 

@@ -15,7 +15,7 @@ from typing import List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.common import ModelConfig, ParallelConfig
+from minitron.config.common import ModelConfig, ParallelConfig, check_range
 from minitron.config.training import CheckpointConfig, LoggingConfig, TrainDataConfig, TrainSettings
 from minitron.errors import MinitronError
 
@@ -42,14 +42,11 @@ class DistillSettings:
             raise MinitronError(f"distill.loss={self.loss!r}: use one of {', '.join(LOGIT_LOSSES)}")
         if self.hidden_loss not in HIDDEN_LOSSES:
             raise MinitronError(f"distill.hidden_loss={self.hidden_loss!r}: use one of {', '.join(HIDDEN_LOSSES)}")
-        if not self.temperature > 0:
-            raise MinitronError(f"distill.temperature={self.temperature}: must be > 0")
+        check_range("distill.temperature", self.temperature, above=0)
         if self.loss == "topk" and self.topk is None:
             raise MinitronError("distill.loss=topk needs distill.topk=K (the number of teacher tokens kept)")
-        if self.topk is not None and self.topk < 1:
-            raise MinitronError(f"distill.topk={self.topk}: must be >= 1")
-        if self.lm_loss_weight < 0:
-            raise MinitronError(f"distill.lm_loss_weight={self.lm_loss_weight}: must be >= 0")
+        check_range("distill.topk", self.topk, at_least=1)
+        check_range("distill.lm_loss_weight", self.lm_loss_weight, at_least=0)
         for pair in self.hidden_pairs:
             if len(pair) != 2:
                 raise MinitronError(

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.common import ParallelConfig
+from minitron.config.common import ParallelConfig, check_range
 from minitron.config.prune import PruneTargets
 from minitron.errors import MinitronError
 
@@ -50,8 +50,7 @@ class TokenBudget:
 
     def __post_init__(self):
         for name in ("steps", "global_batch_size", "micro_batch_size", "seq_length"):
-            if getattr(self, name) < 1:
-                raise MinitronError(f"recipe.budget.{name}={getattr(self, name)}: must be >= 1")
+            check_range(f"recipe.budget.{name}", getattr(self, name), at_least=1)
 
     @property
     def tokens(self) -> int:

@@ -13,7 +13,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.common import DataConfig, ModelConfig, ParallelConfig
+from minitron.config.common import MAX_SEED, DataConfig, ModelConfig, ParallelConfig, check_range
 from minitron.errors import MinitronError
 
 BATCH_REDUCTIONS = ("l2", "mean", "max")  # over calibration samples (minitron.prune.aggregation)
@@ -21,6 +21,7 @@ SEQ_REDUCTIONS = ("mean", "l2", "max")  # over the tokens of one sample
 # per-layer importance (minitron.prune.importance): block influence 1 - cos(input, output), the LM loss with
 # the layer dropped, the LM loss with a contiguous run of layers dropped
 DEPTH_METRICS = ("block_influence", "layer_loss", "window_loss")
+RANKINGS = ("importance", "random")  # prune.ranking: by the scores, or the seeded random baseline
 
 
 @dataclass
@@ -31,10 +32,8 @@ class CalibConfig:
 
     def __post_init__(self):
         for name in ("num_samples", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                raise MinitronError(f"calib.{name}={getattr(self, name)}: must be >= 1")
-        if self.seq_length < 2:
-            raise MinitronError(f"calib.seq_length={self.seq_length}: must be >= 2")
+            check_range(f"calib.{name}", getattr(self, name), at_least=1)
+        check_range("calib.seq_length", self.seq_length, at_least=2)
 
 
 @dataclass
@@ -60,8 +59,7 @@ class ImportanceConfig:
             raise MinitronError(f"importance.depth_metrics: unknown {unknown}; use any of {', '.join(DEPTH_METRICS)}")
         if self.window_sizes is not None and any(k < 1 for k in self.window_sizes):
             raise MinitronError(f"importance.window_sizes={list(self.window_sizes)}: every size must be >= 1")
-        if self.loss_num_samples is not None and self.loss_num_samples < 1:
-            raise MinitronError(f"importance.loss_num_samples={self.loss_num_samples}: must be >= 1 or null")
+        check_range("importance.loss_num_samples", self.loss_num_samples, at_least=1, fix="or null for all")
 
 
 @dataclass
@@ -88,6 +86,17 @@ class PruneTargets:
     depth_metric: str = "window_loss"  # window_loss: contiguous run with the lowest LM loss (the paper's best) | layer_loss | block_influence
     ranking: str = "importance"  # importance | random (the ablation baseline, seeded)
     seed: int = 0  # seed of the random ranking
+
+    def __post_init__(self):
+        for name in ("hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "num_layers"):
+            check_range(f"prune.{name}", getattr(self, name), at_least=1, fix="or null to keep the source's")
+        if self.depth_metric not in DEPTH_METRICS:
+            raise MinitronError(f"prune.depth_metric={self.depth_metric!r}: use one of {', '.join(DEPTH_METRICS)}")
+        if self.ranking not in RANKINGS:
+            raise MinitronError(f"prune.ranking={self.ranking!r}: use one of {', '.join(RANKINGS)}")
+        for layer in self.drop_layers or []:
+            check_range("prune.drop_layers", layer, at_least=0, fix="layers are numbered from 0")
+        check_range("prune.seed", self.seed, at_least=0, at_most=MAX_SEED)
 
 
 @dataclass

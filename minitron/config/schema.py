@@ -23,7 +23,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from minitron.config import data, distill, evaluate, pipeline, prune, training
-from minitron.config.common import DataConfig, ModelConfig, ParallelConfig
+from minitron.config.common import DataConfig, ModelConfig, ParallelConfig, check_range
 from minitron.errors import MinitronError
 from minitron.fsutil import minitron_home
 
@@ -42,12 +42,9 @@ class EvalConfig:
         return dict(tag.split("=", 1) for tag in self.tags)
 
     def __post_init__(self):
-        if self.seq_length < 2:
-            raise MinitronError(f"eval.seq_length={self.seq_length}: must be >= 2")
-        if self.micro_batch_size < 1:
-            raise MinitronError(f"eval.micro_batch_size={self.micro_batch_size}: must be >= 1")
-        if self.max_windows is not None and self.max_windows < 1:
-            raise MinitronError(f"eval.max_windows={self.max_windows}: must be >= 1 or null")
+        check_range("eval.seq_length", self.seq_length, at_least=2)
+        check_range("eval.micro_batch_size", self.micro_batch_size, at_least=1)
+        check_range("eval.max_windows", self.max_windows, at_least=1, fix="or null for all")
         for tag in self.tags:
             if "=" not in tag:
                 raise MinitronError(f"eval.tags: {tag!r} is not key=value")
@@ -56,6 +53,9 @@ class EvalConfig:
 @dataclass
 class InfoSettings:
     seq_length: int = 4096  # sequence length used for the attention term of FLOPs per token
+
+    def __post_init__(self):
+        check_range("info.seq_length", self.seq_length, at_least=1)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.common import ModelConfig, ParallelConfig
+from minitron.config.common import MAX_SEED, ModelConfig, ParallelConfig, check_range
 from minitron.errors import MinitronError
 
 DECAY_STYLES = ("cosine", "linear", "constant")
@@ -63,14 +63,19 @@ class TrainSettings:
     eval_iters: int = 4  # global batches of validation data per evaluation
 
     def __post_init__(self):
-        for name in ("steps", "global_batch_size", "micro_batch_size", "log_interval", "eval_iters"):
-            if getattr(self, name) < 1:
-                raise MinitronError(f"train.{name}={getattr(self, name)}: must be >= 1")
+        for name in ("steps", "global_batch_size", "micro_batch_size", "log_interval", "eval_iters", "decay_steps"):
+            check_range(f"train.{name}", getattr(self, name), at_least=1)
         for name in ("warmup_steps", "eval_interval"):
-            if getattr(self, name) < 0:
-                raise MinitronError(f"train.{name}={getattr(self, name)}: must be >= 0")
-        if self.seq_length < 2:
-            raise MinitronError(f"train.seq_length={self.seq_length}: must be >= 2")
+            check_range(f"train.{name}", getattr(self, name), at_least=0)
+        check_range("train.seq_length", self.seq_length, at_least=2)
+        check_range("train.lr", self.lr, above=0)
+        check_range("train.min_lr", self.min_lr, at_least=0)
+        check_range("train.weight_decay", self.weight_decay, at_least=0)
+        check_range("train.clip_grad", self.clip_grad, at_least=0, fix="0 turns clipping off")
+        for name in ("adam_beta1", "adam_beta2"):
+            check_range(f"train.{name}", getattr(self, name), at_least=0, below=1)
+        check_range("train.adam_eps", self.adam_eps, above=0)
+        check_range("train.seed", self.seed, at_least=0, at_most=MAX_SEED)
         if self.global_batch_size % self.micro_batch_size:
             raise MinitronError(
                 f"train.global_batch_size={self.global_batch_size} is not divisible by "
@@ -87,8 +92,6 @@ class TrainSettings:
                 f"train.warmup_steps={self.warmup_steps} must be smaller than {length}={decay_steps}: "
                 f"add train.warmup_steps={max(decay_steps // 10, 0)} (about 10% of the run) or raise {length}"
             )
-        if self.weight_decay < 0 or self.clip_grad < 0:
-            raise MinitronError("train.weight_decay and train.clip_grad must be >= 0")
 
     @property
     def total_decay_steps(self) -> int:
@@ -103,10 +106,8 @@ class CheckpointConfig:
     verify: str = "checksum"  # what a checkpoint's manifest records and a resume checks: checksum (size + CRC32) | size
 
     def __post_init__(self):
-        if self.interval < 1:
-            raise MinitronError(f"checkpoint.interval={self.interval}: must be >= 1")
-        if self.keep_last < 1:
-            raise MinitronError(f"checkpoint.keep_last={self.keep_last}: must be >= 1")
+        check_range("checkpoint.interval", self.interval, at_least=1)
+        check_range("checkpoint.keep_last", self.keep_last, at_least=1)
         if self.verify not in VERIFY_MODES:
             raise MinitronError(f"checkpoint.verify={self.verify!r}: use one of {', '.join(VERIFY_MODES)}")
 

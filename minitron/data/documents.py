@@ -2,12 +2,15 @@
 
 ``data.path`` is a ``.txt`` file (one document), a ``.jsonl`` file (one document per non-blank line, in
 the string field ``data.text_field``), a ``.parquet`` file (one document per row of the string column
-``data.text_field``), or a directory: every such file directly in it, in sorted order. Bad input is one
-:class:`~minitron.errors.MinitronError` naming the file, the line or row, and the fix.
+``data.text_field``), or a directory: every such file directly in it, in sorted order. A file is read by
+what it holds, and one that does not hold what its name says is refused: a ``.txt`` must be UTF-8 text without
+NUL bytes (a tokenized ``.bin`` or a parquet file renamed is not), a ``.jsonl`` JSON lines, a ``.parquet`` a
+parquet table. Bad input is one :class:`~minitron.errors.MinitronError` naming the file, the line or row, and the fix.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
@@ -68,7 +71,7 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[str]:
     """The documents of one input file, in order (blank .jsonl lines are not documents)."""
     path = Path(path)
     if path.suffix == ".txt":
-        yield path.read_text(encoding="utf-8", errors="replace")
+        yield _text(path.read_bytes(), path)
     elif path.suffix == ".jsonl":
         with open(path, "rb") as f:
             for number, line in enumerate(f, 1):
@@ -91,13 +94,42 @@ def _describe(path: Path, text_field: str) -> Source:
                     _jsonl_text(line, number, path, text_field)
                     documents += 1
         else:
+            decoder = codecs.getincrementaldecoder("utf-8")()
             while chunk := f.read(1 << 22):
                 digest.update(chunk)
+                if path.suffix == ".txt":
+                    _check_text_chunk(chunk, size, decoder, path)
                 size += len(chunk)
+            if path.suffix == ".txt":
+                _check_text_chunk(b"", size, decoder, path, final=True)
             documents = 1
     if path.suffix == ".parquet":
         documents = sum(len(texts) for texts in _parquet_batches(path, text_field))
     return Source(path=path.resolve(), sha256=digest.hexdigest(), bytes=size, documents=documents)
+
+
+def _not_text(path: Path, why: str) -> MinitronError:
+    return MinitronError(
+        f"data.path={path}: not a text file ({why}); a .txt must be UTF-8 text: give tokenized data to train/distill "
+        "as data.path=PREFIX, a parquet file as .parquet"
+    )
+
+
+def _check_text_chunk(chunk: bytes, offset: int, decoder, path: Path, final: bool = False) -> None:
+    """Refuse a ``.txt`` that is binary (NUL bytes) or not UTF-8, naming the byte offset."""
+    nul = chunk.find(b"\x00")
+    if nul >= 0:
+        raise _not_text(path, f"a NUL byte at offset {offset + nul}: binary data")
+    try:
+        decoder.decode(chunk, final=final)
+    except UnicodeDecodeError as err:
+        raise _not_text(path, f"invalid UTF-8 at byte {offset + err.start}") from None
+
+
+def _text(data: bytes, path: Path) -> str:
+    """The text of a ``.txt`` file's bytes, refused when they are not UTF-8 text."""
+    _check_text_chunk(data, 0, codecs.getincrementaldecoder("utf-8")(), path, final=True)
+    return data.decode("utf-8")
 
 
 def _jsonl_text(line: bytes, number: int, path: Path, text_field: str) -> str:

@@ -90,6 +90,12 @@ def describe_prefix(prefix: str, vocab_size: Optional[int], eod_id: Optional[int
         raise MinitronError(f"data.path={prefix}: not a readable indexed dataset ({reason})") from None
     if documents == 0 or tokens == 0:
         raise MinitronError(f"data.path={prefix}: the dataset holds no documents; prepare it from non-empty text")
+    size = Path(f"{prefix}.bin").stat().st_size
+    if size != tokens * indexed.index.dtype_size:  # cheap: the checksums are compared by `data prepare`
+        raise MinitronError(
+            f"data.path={prefix}: {prefix}.bin holds {size} bytes but {prefix}.idx indexes {tokens} tokens of "
+            f"{indexed.index.dtype_size} bytes; the dataset is damaged: prepare it again with overwrite=true"
+        )
     meta = read_sidecar(prefix)
     if meta is None:
         if vocab_size is None or eod_id is None:
@@ -99,7 +105,7 @@ def describe_prefix(prefix: str, vocab_size: Optional[int], eod_id: Optional[int
             )
         content = f"idx mtime {Path(prefix + '.idx').stat().st_mtime_ns}"
         return {"prefix": prefix, "num_documents": documents, "num_tokens": tokens, "vocab_size": vocab_size,
-                "eod_id": eod_id, "tokenizer_sha256": None, "content": content}  # fmt: skip
+                "eod_id": eod_id, "tokenizer_sha256": None, "tokenizer": None, "content": content}  # fmt: skip
     if (meta["num_documents"], meta["num_tokens"]) != (documents, tokens):
         raise MinitronError(
             f"data.path={prefix}: {prefix}.json describes {meta['num_documents']} documents / "
@@ -108,7 +114,7 @@ def describe_prefix(prefix: str, vocab_size: Optional[int], eod_id: Optional[int
         )
     return {"prefix": prefix, "num_documents": documents, "num_tokens": tokens, "vocab_size": meta["vocab_size"],
             "eod_id": meta["eod_id"], "tokenizer_sha256": meta["tokenizer"]["sha256"],
-            "content": meta["bin_sha256"]}  # fmt: skip
+            "tokenizer": meta["tokenizer"], "content": meta["bin_sha256"]}  # fmt: skip
 
 
 def _check_tokenizers(described: list[dict], vocab_size: Optional[int], eod_id: Optional[int]) -> None:

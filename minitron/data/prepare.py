@@ -10,20 +10,28 @@ one sequence per document, as ``uint16`` when the vocabulary has fewer than 65,5
 ``workers`` processes; the output is byte-identical for any number of them.
 
 ``PREFIX.json`` (the sidecar) says what the dataset is: ``num_documents`` and ``num_tokens`` (EODs
-included), ``vocab_size``, ``eod_id``, ``dtype``, the tokenizer (path and sha256 of its file), the
-sources (path, sha256, size, documents) and the sha256 of the ``.bin``. The three files are written
-under temporary names and renamed into place at the end, ``.bin`` last; bad input leaves nothing behind.
+included), ``vocab_size``, ``eod_id``, ``dtype``, the tokenizer (path and sha256 of its file, and its
+identity: sha256 of its vocabulary and its special tokens' ids, which `train` and `distill` compare with
+their model's), the sources (path, sha256, size, documents) and the sha256 of the ``.bin`` and ``.idx``.
+"Up to date" (a rerun that writes nothing) means same sources, same tokenizer, and files whose checksums
+match the sidecar's. The three files are written
+under temporary names unique to the writer (``PREFIX.bin.<pid>.partial``) and renamed into place at the end,
+``.bin`` last; bad input leaves nothing behind. The writer holds the lock of ``PREFIX``
+(:func:`minitron.fsutil.output_lock`) from the "up to date" check to the last rename; the partial files of a
+killed writer are removed by the next one.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import glob
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,8 +41,8 @@ import numpy as np
 
 from minitron.data.documents import list_sources, read_documents
 from minitron.errors import MinitronError
-from minitron.fsutil import sha256_file, write_json_atomic
-from minitron.models.tokenizer import load_tokenizer
+from minitron.fsutil import check_not_an_input, output_lock, sha256_file, write_json_atomic
+from minitron.models.tokenizer import load_tokenizer, vocabulary_identity
 
 FORMAT = "minitron-indexed-dataset"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -81,12 +89,14 @@ def tokenizer_dir(model_path) -> Path:
     return path
 
 
-def tokenizer_identity(files_dir: Path) -> dict:
-    """Path of the tokenizer and sha256 of its main file (what the sidecar records and blends compare)."""
+def tokenizer_identity(files_dir: Path, tokenizer=None) -> dict:
+    """Path of the tokenizer, sha256 of its main file, and its vocabulary identity
+    (:func:`~minitron.models.tokenizer.vocabulary_identity`): what the sidecar records and readers compare."""
     files_dir = Path(files_dir).resolve()
     for name in TOKENIZER_FILES:
         if (files_dir / name).is_file():
-            return {"path": str(files_dir), "file": name, "sha256": sha256_file(files_dir / name)}
+            identity = vocabulary_identity(tokenizer or load_tokenizer(files_dir))
+            return {"path": str(files_dir), "file": name, "sha256": sha256_file(files_dir / name), **identity}
     raise MinitronError(f"{files_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
 
 
@@ -96,6 +106,8 @@ _worker: dict = {}  # this process's tokenizer, EOD id and token dtype (set by _
 def _init_worker(files_dir: str, eod_id: int, dtype: str, tokenizer=None) -> None:
     if tokenizer is None:  # a pool process: one tokenizing thread each, the pool is the parallelism
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool's terminate(), not minitron.failures' handler
         tokenizer = load_tokenizer(Path(files_dir))
     _worker.update(tokenizer=tokenizer, eod_id=eod_id, dtype=np.dtype(dtype))
 
@@ -159,8 +171,37 @@ def output_prefix(output, overwrite: bool) -> Path:
     return prefix
 
 
-def _up_to_date(output, sources, files_dir, text_field) -> Optional[dict]:
-    """The summary of an existing dataset at ``output`` made from the same files with the same tokenizer."""
+def damage(prefix, meta: dict) -> Optional[str]:
+    """Why the files of the dataset ``prefix`` do not match its sidecar ``meta`` (None when they do): sizes
+    first, then the sha256 of the ``.bin`` and ``.idx`` (those the sidecar records)."""
+    bin_path = Path(f"{prefix}.bin")
+    expected = meta.get("num_tokens", 0) * np.dtype(meta.get("dtype", "uint16")).itemsize
+    if bin_path.stat().st_size != expected:
+        return f"{bin_path} holds {bin_path.stat().st_size} bytes, its sidecar says {expected}"
+    for suffix in (".bin", ".idx"):
+        recorded = meta.get(f"{suffix[1:]}_sha256")
+        if recorded is not None and sha256_file(f"{prefix}{suffix}") != recorded:
+            return f"{prefix}{suffix} does not match the sha256 its sidecar records"
+    return None
+
+
+def _refuse_damaged(prefix: Path, overwrite: bool) -> None:
+    """Without overwrite, an existing dataset whose files do not match its sidecar is named as damaged."""
+    if overwrite or not Path(f"{prefix}.bin").is_file() or not Path(f"{prefix}.idx").is_file():
+        return
+    try:
+        meta = read_sidecar(prefix)
+    except MinitronError:
+        meta = None
+    reason = damage(prefix, meta) if meta else None
+    if reason:
+        raise MinitronError(f"output={prefix}: the dataset there is damaged ({reason}); pass overwrite=true to "
+                            "prepare it again")  # fmt: skip
+
+
+def _up_to_date(output, sources, files_dir, text_field, tokenizer) -> Optional[dict]:
+    """The summary of an existing dataset at ``output`` made from the same files with the same tokenizer; None when
+    there is none, it was made otherwise, or its files do not match its sidecar's checksums."""
     prefix = Path(str(output).removesuffix(".bin").removesuffix(".idx"))
     sidecar = Path(f"{prefix}.json")
     if not (Path(f"{prefix}.bin").is_file() and Path(f"{prefix}.idx").is_file() and sidecar.is_file()):
@@ -171,10 +212,10 @@ def _up_to_date(output, sources, files_dir, text_field) -> Optional[dict]:
         return None
     same = (
         meta.get("sources") == [source.to_dict() for source in sources]
-        and meta.get("tokenizer") == tokenizer_identity(files_dir)
+        and meta.get("tokenizer") == tokenizer_identity(files_dir, tokenizer)
         and meta.get("text_field") == text_field
     )
-    if not same:
+    if not same or damage(prefix, meta) is not None:
         return None
     keys = ("num_documents", "num_tokens", "skipped_documents", "vocab_size", "eod_id", "dtype")
     return {"output": str(prefix), **{k: meta[k] for k in keys}, "skipped": True}
@@ -187,10 +228,7 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
     Returns a summary: ``output`` (the prefix), ``num_documents``, ``num_tokens`` (EODs included),
     ``skipped_documents``, ``vocab_size``, ``eod_id``, ``dtype``, ``workers``, ``seconds``, ``tokens_per_s``.
     """
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
-    from tqdm import tqdm
-
-    from minitron.runtime import versions
+    from megatron.core.datasets.indexed_dataset import DType
 
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -205,15 +243,30 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         raise MinitronError(f"model.path={model_path}: its tokenizer has no eos_token to end documents with")
     vocab_size = len(tokenizer)
     dtype = DType.optimal_dtype(vocab_size)
-    existing = _up_to_date(output, sources, files_dir, text_field)
-    if existing is not None and not overwrite:
-        return existing
-    prefix = output_prefix(output, overwrite)
+    prefix = output_prefix(output, overwrite=True)
     final = {suffix: Path(f"{prefix}{suffix}") for suffix in (".bin", ".idx", ".json")}
-    staged = {suffix: Path(f"{final[suffix]}.partial") for suffix in (".bin", ".idx")}
-    made_parent = not prefix.parent.exists()
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    check_not_an_input(final.values(), [("model.path", model_path), *(("data.path", s.path) for s in sources)])
+    with output_lock(prefix):
+        for stale in (*prefix.parent.glob(f"{glob.escape(prefix.name)}.bin*.partial"),
+                      *prefix.parent.glob(f"{glob.escape(prefix.name)}.idx*.partial")):  # fmt: skip
+            stale.unlink(missing_ok=True)  # left by a killed writer (the lock says none is running)
+        existing = _up_to_date(output, sources, files_dir, text_field, tokenizer)
+        if existing is not None and not overwrite:
+            return existing
+        _refuse_damaged(prefix, overwrite)
+        output_prefix(output, overwrite)
+        return _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, workers, prefix, final,
+                              data_path, text_field, progress)  # fmt: skip
 
+
+def _write_dataset(sources, files_dir, tokenizer, eod_id, vocab_size, dtype, workers, prefix, final, data_path,
+                   text_field, progress) -> dict:  # fmt: skip
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from tqdm import tqdm
+
+    from minitron.runtime import versions
+
+    staged = {suffix: Path(f"{final[suffix]}.{os.getpid()}.partial") for suffix in (".bin", ".idx")}
     start = time.perf_counter()
     builder = None
     try:
@@ -241,7 +294,7 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         seconds = time.perf_counter() - start
         meta = {
             "format": FORMAT,
-            "version": 1,
+            "version": 2,
             "num_documents": num_documents,
             "num_tokens": num_tokens,
             "skipped_documents": skipped,
@@ -249,7 +302,8 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
             "eod_id": eod_id,
             "dtype": np.dtype(dtype).name,
             "bin_sha256": bin_digest.hexdigest(),
-            "tokenizer": tokenizer_identity(files_dir),
+            "idx_sha256": sha256_file(staged[".idx"]),
+            "tokenizer": tokenizer_identity(files_dir, tokenizer),
             "text_field": text_field,
             "sources": [source.to_dict() for source in sources],
             "versions": versions(),
@@ -257,13 +311,14 @@ def prepare_dataset(data_path, model_path, output, text_field: str = "text", wor
         os.replace(staged[".idx"], final[".idx"])
         write_json_atomic(final[".json"], meta)
         os.replace(staged[".bin"], final[".bin"])  # last: its presence marks a finished dataset
-    except BaseException:
+    except BaseException as err:
         if builder is not None:
-            builder.data_file.close()
+            with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails again
+                builder.data_file.close()
         for path in staged.values():
             path.unlink(missing_ok=True)
-        if made_parent and not any(prefix.parent.iterdir()):
-            prefix.parent.rmdir()
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = f"output={prefix}"  # a buffered write names no file
         raise
     return {
         "output": str(prefix),

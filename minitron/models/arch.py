@@ -22,6 +22,8 @@ from minitron.errors import MinitronError
 # HF `model_type` -> our family name. All share the Llama block; they differ in a few config flags.
 SUPPORTED_MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+HF_NAMES = {"num_layers": "num_hidden_layers", "ffn_hidden_size": "intermediate_size",
+            "num_query_groups": "num_key_value_heads"}  # ModelArch field -> its config.json key where they differ
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,17 @@ class ModelArch:
     sliding_window: Optional[int] = None  # Mistral sliding-window attention span, None = full
 
     def __post_init__(self):
+        from minitron.config.common import check_range
+
+        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
+                     "head_dim", "vocab_size", "max_position_embeddings"):  # fmt: skip
+            check_range(f"config.json: {HF_NAMES.get(name, name)}", getattr(self, name), at_least=1,
+                        fix="the model's config.json is damaged or not a decoder's")  # fmt: skip
+        if self.head_dim % 2:
+            raise MinitronError(f"config.json: head_dim={self.head_dim}: must be even (rotary embeddings pair channels)")
+        check_range("config.json: rope_theta", self.rope_theta, above=0)
+        check_range("config.json: rms_norm_eps", self.rms_norm_eps, above=0)
+        check_range("config.json: sliding_window", self.sliding_window, at_least=1)
         if self.num_attention_heads % self.num_query_groups:
             raise MinitronError(
                 f"num_attention_heads={self.num_attention_heads} is not divisible by "
@@ -124,11 +137,16 @@ class ModelArch:
         return dataclasses.asdict(self)
 
 
+def _first_set(*values):
+    """The first value that is not None (a config's 0 is a value to check, not a missing one)."""
+    return next(value for value in values if value is not None)
+
+
 def _rope_from_hf(config: dict) -> tuple[float, Optional[dict]]:
     """(rope_theta, scaling) from either the transformers-5 ``rope_parameters`` or the older keys."""
     params = dict(config.get("rope_parameters") or {})
     legacy = dict(config.get("rope_scaling") or {})
-    theta = params.pop("rope_theta", None) or config.get("rope_theta") or 10000.0
+    theta = _first_set(params.pop("rope_theta", None), config.get("rope_theta"), 10000.0)
     scaling = params or legacy
     if "type" in scaling and "rope_type" not in scaling:
         scaling["rope_type"] = scaling.pop("type")
@@ -160,33 +178,41 @@ def arch_from_hf_config(config: dict) -> ModelArch:
     try:
         heads = int(config["num_attention_heads"])
         hidden = int(config["hidden_size"])
+        if heads < 1:
+            raise MinitronError(f"config.json: num_attention_heads={heads}: must be >= 1")
         arch_fields = dict(
             model_type=model_type,
             num_layers=int(config["num_hidden_layers"]),
             hidden_size=hidden,
             ffn_hidden_size=int(config["intermediate_size"]),
             num_attention_heads=heads,
-            num_query_groups=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or hidden // heads),
+            num_query_groups=int(_first_set(config.get("num_key_value_heads"), heads)),
+            head_dim=int(_first_set(config.get("head_dim"), hidden // heads)),
             vocab_size=int(config["vocab_size"]),
             max_position_embeddings=int(config.get("max_position_embeddings", 2048)),
         )
     except KeyError as missing:
         raise MinitronError(f"config.json: required field {missing} is missing") from None
+    except (TypeError, ValueError) as err:
+        raise MinitronError(f"config.json: a size is not an integer ({err})") from None
     if config.get("hidden_act", "silu") != "silu":
         raise MinitronError(f"config.json: hidden_act={config['hidden_act']!r} is not supported (only silu)")
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise MinitronError("config.json: attention_bias/mlp_bias on the output or MLP projections is not supported")
     theta, scaling = _rope_from_hf(config)
     sliding = config.get("sliding_window") if config.get("use_sliding_window", True) else None
+    try:
+        rms_norm_eps, sliding = float(config.get("rms_norm_eps", 1e-5)), int(sliding) if sliding else None
+    except (TypeError, ValueError) as err:
+        raise MinitronError(f"config.json: rms_norm_eps or sliding_window is not a number ({err})") from None
     return ModelArch(
         **arch_fields,
         rope_theta=theta,
         rope_scaling=scaling,
-        rms_norm_eps=float(config.get("rms_norm_eps", 1e-5)),
+        rms_norm_eps=rms_norm_eps,
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         qkv_bias=(model_type == "qwen2"),
-        sliding_window=int(sliding) if sliding else None,
+        sliding_window=sliding,
     )
 
 

@@ -18,6 +18,22 @@ def load_tokenizer(files_dir: Path):
     return AutoTokenizer.from_pretrained(str(files_dir))
 
 
+SPECIAL_TOKENS = ("bos", "eos", "pad", "unk")  # the special tokens whose ids a tokenized dataset depends on
+
+
+def vocabulary_identity(tokenizer) -> dict:
+    """What data tokenized by ``tokenizer`` depends on: ``vocab_size`` (added tokens included), ``vocab_sha256``
+    (sha256 of every (id, token) pair, in id order) and ``special_tokens`` (name -> id of bos, eos, pad, unk).
+    Two tokenizers with equal identities give every text the same ids."""
+    import hashlib
+    import json
+
+    pairs = sorted((index, token) for token, index in tokenizer.get_vocab().items())
+    digest = hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()
+    special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in SPECIAL_TOKENS}
+    return {"vocab_size": len(tokenizer), "vocab_sha256": digest, "special_tokens": special}
+
+
 def vocabulary(files_dir: Path) -> Optional[dict]:
     """Token -> id of the tokenizer in ``files_dir``; None when it has no tokenizer files (then only the
     vocabulary size of two models can be compared)."""

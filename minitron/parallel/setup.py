@@ -9,10 +9,12 @@ distributed-optimizer fixes wherever Megatron-Core falls back to torch's AdamW.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import socket
+from typing import Iterator, Optional
 
 import torch
 
@@ -111,3 +113,33 @@ def teardown_distributed() -> None:
         parallel_state.destroy_model_parallel()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def output_lock(output, name: Optional[str] = None) -> Iterator[None]:
+    """Hold :func:`minitron.fsutil.output_lock` on ``output`` for the block, for all ranks of this world.
+
+    Rank 0 alone takes the lock (one writer per output, however many processes it has); whether it got it is
+    broadcast, so that when another writer holds it every rank raises the same MinitronError (rank 0 prints
+    it) and none goes on. Call after :func:`setup_distributed`, on every rank; without a process group this
+    is the plain lock."""
+    from minitron import fsutil
+
+    distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    is_main = not distributed or torch.distributed.get_rank() == 0
+    with contextlib.ExitStack() as stack:
+        failure = None
+        if is_main:
+            try:
+                stack.enter_context(fsutil.output_lock(output, name))
+            except Exception as err:  # a refusal, or the disk refusing the lock file: every rank stops
+                failure = err
+        if distributed:
+            what = name or f"output={output}"
+            message = [None if failure is None else f"{what}: rank 0 could not lock it ({failure})"]
+            torch.distributed.broadcast_object_list(message, src=0)
+            if failure is None and message[0] is not None:
+                raise MinitronError(message[0])
+        if failure is not None:
+            raise failure
+        yield

@@ -14,9 +14,7 @@ and kept in ``RUN/logs/<stage>.log``. The child gets SIGTERM if the pipeline pro
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import shlex
@@ -33,7 +31,7 @@ from minitron import runtime
 from minitron.commands import COMMANDS
 from minitron.config.pipeline import PipelineCommand
 from minitron.errors import MinitronError
-from minitron.fsutil import write_json_atomic
+from minitron.fsutil import output_lock, write_json_atomic
 from minitron.pipeline.stages import REPORT, Stage, plan_stages
 from minitron.pipeline.summary import build_report
 
@@ -72,29 +70,6 @@ class Manifest:
     def update(self, name: str, **fields) -> None:
         self.data["stages"].setdefault(name, {}).update(fields)
         write_json_atomic(self.path, self.data)
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """One pipeline per run directory at a time."""
-    path = run_dir / ".pipeline.lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise MinitronError(
-                f"another `minitron pipeline` is running in {run_dir} (pid {f.read().strip() or '?'}); "
-                "wait for it to finish or stop it first"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -259,8 +234,8 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
     validate_stages(plan_stages(cfg, teacher_exists=teacher_ready))  # every stage's config, in seconds
     if cfg.dry_run:
         return dry_run(cfg, run_dir, teacher_ready)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
+    with output_lock(run_dir):  # one pipeline per run directory; its stages lock their own outputs
+        run_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(run_dir, recipe.name, config)
         started = time.perf_counter()
         if not teacher_ready:  # fetch the assets first: planning reads the teacher's config

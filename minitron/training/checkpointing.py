@@ -177,6 +177,18 @@ def save(parts, run_dir, step: int, consumed_samples: int, arch: dict, keep_last
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     _barrier()
+    try:
+        return _save(parts, root, final, partial, step, consumed_samples, arch, keep_last, verify)
+    except BaseException:  # a full disk, Ctrl-C, SIGTERM: no half-written checkpoint stays (the last good one does)
+        if _rank() == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _save(parts, root: Path, final: Path, partial: Path, step: int, consumed_samples: int, arch: dict,
+          keep_last: int, verify: str) -> Path:  # fmt: skip
+    from megatron.core import dist_checkpointing
+
     common = {
         "step": step,
         "consumed_samples": consumed_samples,
@@ -197,7 +209,7 @@ def save(parts, run_dir, step: int, consumed_samples: int, arch: dict, keep_last
             shutil.rmtree(final)
         os.replace(partial, final)
         _write_latest(root, final.name)
-        for _, old in complete_checkpoints(run_dir)[:-keep_last]:
+        for _, old in complete_checkpoints(root.parent)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         fsync_directory(root)
     _barrier()

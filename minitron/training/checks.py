@@ -33,4 +33,5 @@ def check_train_inputs(cfg: TrainCommand, source, world_size: int) -> None:
     rundir.check_output(cfg.output)
     if cfg.data.path is None:  # before loading the tokenizer, which a model without one would complain about
         data.check_data(None, settings.seq_length, arch.vocab_size, None)
-    data.check_data(cfg.data.path, settings.seq_length, arch.vocab_size, data.eod_id(source))
+    data.check_data(cfg.data.path, settings.seq_length, arch.vocab_size, data.eod_id(source),
+                    data.tokenizer_identity(source))  # fmt: skip

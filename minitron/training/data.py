@@ -35,9 +35,11 @@ def micro_batches(dataset: Sequence[dict], global_batch_size: int, micro_batch_s
     return iter(MicroBatchIterator(dataset, global_batch_size, micro_batch_size, dp, dp_rank, consumed_samples))
 
 
-def check_data(path, seq_length: int, vocab_size: int, eod_id: Optional[int]) -> int:
+def check_data(path, seq_length: int, vocab_size: int, eod_id: Optional[int],
+               tokenizer: Optional[dict] = None) -> int:  # fmt: skip
     """Raise a clear error unless ``path`` (a prefix or a blend) holds at least one sequence of data made
-    with the model's tokenizer; returns its tokens. Reads the files, writes nothing."""
+    with the model's tokenizer (``tokenizer``: its :func:`~minitron.models.tokenizer.vocabulary_identity`,
+    compared with the one the dataset's sidecar records); returns its tokens. Reads the files, writes nothing."""
     from minitron.data.gpt_datasets import describe_prefix, parse_blend
 
     if path is None:
@@ -53,6 +55,16 @@ def check_data(path, seq_length: int, vocab_size: int, eod_id: Optional[int]) ->
                 f"data.path={d['prefix']} was tokenized with another tokenizer (vocabulary {d['vocab_size']}, EOD "
                 f"{d['eod_id']}; the model's: {vocab_size}, {eod_id}); prepare it with this model's tokenizer"
             )
+        made_with = d["tokenizer"] or {}
+        if tokenizer is not None and "vocab_sha256" in made_with:
+            differ = [key for key in ("vocab_size", "vocab_sha256", "special_tokens")
+                      if made_with.get(key) != tokenizer.get(key)]  # fmt: skip
+            if differ:
+                raise MinitronError(
+                    f"data.path={d['prefix']} was tokenized with another tokenizer ({made_with.get('path')}: "
+                    f"{_describe(made_with)}; the model's: {_describe(tokenizer)}); prepare it with this model's "
+                    "tokenizer (`minitron data prepare model.path=MODEL ...`)"
+                )
     tokens = sum(d["num_tokens"] for d in described)
     if tokens < seq_length + 1:
         documents = sum(d["num_documents"] for d in described)
@@ -61,6 +73,11 @@ def check_data(path, seq_length: int, vocab_size: int, eod_id: Optional[int]) ->
             f"than one training sequence of train.seq_length={seq_length} (+1 for the last label); add data"
         )
     return tokens
+
+
+def _describe(identity: dict) -> str:
+    special = ", ".join(f"{k} {v}" for k, v in (identity.get("special_tokens") or {}).items() if v is not None)
+    return f"{identity.get('vocab_size')} tokens, vocabulary sha256 {str(identity.get('vocab_sha256'))[:12]}, {special}"
 
 
 def build_train_data(cfg, source, run_dir: Path) -> TrainData:
@@ -82,6 +99,16 @@ def build_train_data(cfg, source, run_dir: Path) -> TrainData:
         vocab_size=source.arch.vocab_size, eod_id=eod_id(source),
     )  # fmt: skip
     return TrainData(train=train, valid=valid if evaluations else None)
+
+
+def tokenizer_identity(source) -> Optional[dict]:
+    """The vocabulary identity of the model's tokenizer (None when the model carries no tokenizer files)."""
+    from minitron.models.tokenizer import load_tokenizer, vocabulary_identity
+
+    try:
+        return vocabulary_identity(load_tokenizer(source.carried_files))
+    except MinitronError:
+        return None
 
 
 def eod_id(source) -> Optional[int]:

@@ -236,15 +236,19 @@ def test_a_typo_in_any_stage_fails_before_the_first_stage(teacher_model, tmp_pat
 def test_a_second_pipeline_on_the_same_run_is_refused(teacher_model, tmp_path):
     import fcntl
 
+    from minitron.fsutil import lock_path
+
     conf, run = tiny_recipe(tmp_path / "conf", teacher_model), tmp_path / "run"
     run.mkdir()
-    with open(run / ".pipeline.lock", "a+") as lock:
+    with open(lock_path(run), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         lock.write("4242")
         lock.flush()
         result = run_cli(*pipeline_args(conf, run))
-    assert (
-        result.returncode == 2 and "another `minitron pipeline` is running" in result.stderr and "4242" in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and line == (
+        f"error: output={run} is being written by another minitron process (pid 4242); wait for it to finish or "
+        "stop it first"
     )
     assert not (run / "pipeline.json").exists()
 

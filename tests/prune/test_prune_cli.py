@@ -99,7 +99,7 @@ def test_scores_of_another_model_are_refused(tiny_models, long_text, tmp_path):
     scores = tmp_path / "scores"
     result = run_cli("importance", f"model.path={model}", f"data.path={long_text}", f"output={scores}",
                      "calib.num_samples=4", "calib.seq_length=64", "calib.micro_batch_size=4",
-                     "importance.depth_metrics=[bi]")  # fmt: skip
+                     "importance.depth_metrics=[block_influence]")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((scores / "importance.json").read_text())["model_fingerprint"] == open_model(model).fingerprint()
 
