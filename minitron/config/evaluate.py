@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from minitron.config.common import ModelConfig, ParallelConfig
+from minitron.config.common import ModelConfig, ParallelConfig, check_range
 from minitron.errors import MinitronError
 
 BACKENDS = ("megatron", "hf")
@@ -60,6 +60,7 @@ class EvaluateSettings:
             for task in getattr(self, group):
                 if task not in self.tasks:
                     raise MinitronError(f"eval.{group}.{task}: {task} is not in eval.tasks={list(self.tasks)}")
+        check_range("eval.seed", self.seed, at_least=0)
         if any(n < 0 for n in self.fewshot.values()) or any(n < 1 for n in self.limits.values()):
             raise MinitronError("eval.fewshot values must be >= 0 and eval.limits values >= 1")
 
@@ -95,10 +96,10 @@ class GenerateSettings:
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise MinitronError(f"generate.max_new_tokens={self.max_new_tokens}: must be >= 1")
-        if self.do_sample and not self.temperature > 0:
-            raise MinitronError(f"generate.temperature={self.temperature}: must be > 0 when sampling")
-        if self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise MinitronError("generate.top_k must be >= 0 and generate.top_p in (0, 1]")
+        check_range("generate.temperature", self.temperature, above=0)
+        check_range("generate.top_k", self.top_k, at_least=0, fix="0 keeps every token")
+        check_range("generate.top_p", self.top_p, above=0, at_most=1)
+        check_range("generate.seed", self.seed, at_least=0)
 
 
 @dataclass
