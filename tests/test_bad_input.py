@@ -109,7 +109,7 @@ CASES = [
      "was tokenized with another tokenizer"),
     ("train", "train model.path={model} data.path={data} output={out} train.seq_length=300",
      "train.seq_length=300 exceeds the model's max_position_embeddings=256"),
-    ("train", "train model.path={model} data.path={data} output={out} train.lr=-1", "train.lr=-1.0: must be > 0"),
+    ("train", "train model.path={model} data.path={data} output={out} train.lr=-1", "train.lr=-1.0: must be >= 0"),
     ("train", "train model.path={model} data.path={data} output={out} train.adam_beta2=1",
      "train.adam_beta2=1.0: must be >= 0 and < 1"),
     ("train", "train model.path={model} data.path={data} output={out} train.global_batch_size=3 "

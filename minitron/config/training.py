@@ -68,7 +68,7 @@ class TrainSettings:
         for name in ("warmup_steps", "eval_interval"):
             check_range(f"train.{name}", getattr(self, name), at_least=0)
         check_range("train.seq_length", self.seq_length, at_least=2)
-        check_range("train.lr", self.lr, above=0)
+        check_range("train.lr", self.lr, at_least=0, fix="0 trains nothing (it saves the initial weights)")
         check_range("train.min_lr", self.min_lr, at_least=0)
         check_range("train.weight_decay", self.weight_decay, at_least=0)
         check_range("train.clip_grad", self.clip_grad, at_least=0, fix="0 turns clipping off")
