@@ -23,7 +23,7 @@ from minitron.eval import harness, lm_tasks
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout
 from minitron.models.tokenizer import load_tokenizer
-from minitron.parallel import setup_distributed, teardown_distributed
+from minitron.parallel import output_lock, setup_distributed, teardown_distributed
 
 
 @runtime.recipe("evaluate")
@@ -45,23 +45,24 @@ def main(cfg) -> None:
     tasks = lm_tasks.load_tasks(manager, cfg.eval.tasks, shots, limits, cfg.eval.max_gen_toks)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp) if cfg.eval.backend == "megatron" else None
     try:
-        runtime.log(f"evaluate {source.path} ({cfg.eval.backend} backend"
-                    + (f", TP={ctx.tp} PP={ctx.pp} DP={ctx.dp})" if ctx else ")") + ": "
-                    + ", ".join(f"{t.name} {t.shots}-shot x {t.items}" for t in tasks))  # fmt: skip
-        lm = harness.megatron_lm(cfg, source, tokenizer, ctx) if ctx else harness.hf_lm(cfg, source)
-        start = time.perf_counter()
-        results = harness.evaluate(lm, tasks, manager, cfg.eval.seed, cfg.eval.log_samples)
-        seconds = round(time.perf_counter() - start, 3)
-        if results is None or not runtime.is_main_process():
-            return
-        summary = harness.summarize(results, tasks)
-        record = {"config": config, "versions": runtime.versions(), "tasks": summary, "seconds": seconds,
-                  "truncated": getattr(lm, "truncated", None), "benchmarks_dir": str(data_dir)}  # fmt: skip
-        harness.write_outputs(out, results, record)
-        print(harness.table(summary), flush=True)
-        runtime.log(f"done in {seconds:.1f}s: {out}/results.json, results.md, samples_<task>.jsonl")
-        runtime.print_result({"results": {name: row["value"] for name, row in summary.items()}, "tasks": summary,
-                              "backend": cfg.eval.backend, "output": str(out), "seconds": seconds})  # fmt: skip
+        with output_lock(cfg.output):  # one writer per output directory
+            runtime.log(f"evaluate {source.path} ({cfg.eval.backend} backend"
+                        + (f", TP={ctx.tp} PP={ctx.pp} DP={ctx.dp})" if ctx else ")") + ": "
+                        + ", ".join(f"{t.name} {t.shots}-shot x {t.items}" for t in tasks))  # fmt: skip
+            lm = harness.megatron_lm(cfg, source, tokenizer, ctx) if ctx else harness.hf_lm(cfg, source)
+            start = time.perf_counter()
+            results = harness.evaluate(lm, tasks, manager, cfg.eval.seed, cfg.eval.log_samples)
+            seconds = round(time.perf_counter() - start, 3)
+            if results is None or not runtime.is_main_process():
+                return
+            summary = harness.summarize(results, tasks)
+            record = {"config": config, "versions": runtime.versions(), "tasks": summary, "seconds": seconds,
+                      "truncated": getattr(lm, "truncated", None), "benchmarks_dir": str(data_dir)}  # fmt: skip
+            harness.write_outputs(out, results, record)
+            print(harness.table(summary), flush=True)
+            runtime.log(f"done in {seconds:.1f}s: {out}/results.json, results.md, samples_<task>.jsonl")
+            runtime.print_result({"results": {name: row["value"] for name, row in summary.items()}, "tasks": summary,
+                                  "backend": cfg.eval.backend, "output": str(out), "seconds": seconds})  # fmt: skip
     finally:
         if ctx:
             teardown_distributed()

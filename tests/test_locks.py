@@ -59,7 +59,10 @@ def test_the_lock_goes_with_a_killed_holder(tmp_path):
 def inputs(tiny_models, text_file, tmp_path_factory) -> dict:
     directory = tmp_path_factory.mktemp("lock_inputs")
     model = tiny_models["llama31"]
-    return {"model": model, "text": text_file, "data": prepare_rotating_corpus(directory, model, WORDS)}
+    from eval.tiny_benchmarks import write_tiny_benchmarks
+
+    return {"model": model, "text": text_file, "data": prepare_rotating_corpus(directory, model, WORDS),
+            "benchmarks": write_tiny_benchmarks(directory / "benchmarks")}  # fmt: skip
 
 
 def _command_lines(inputs: dict, out: Path) -> dict:
@@ -82,10 +85,12 @@ def _command_lines(inputs: dict, out: Path) -> dict:
         "convert": (["convert", f"model.path={model}", f"output={out / 'ckpt'}"], out / "ckpt"),
         "eval": (["eval", f"model.path={model}", f"data.path={text}", f"output={out / 'eval.json'}",
                   "eval.seq_length=16", "eval.max_windows=2"], out / "eval.json"),  # fmt: skip
+        "evaluate": (["evaluate", f"model.path={model}", f"eval.data_dir={inputs['benchmarks']}",
+                      f"output={out / 'tasks'}", "eval.tasks=[arc_easy]", "eval.limit=2"], out / "tasks"),  # fmt: skip
     }
 
 
-COMMANDS_THAT_WRITE = ["data prepare", "train", "distill", "importance", "prune", "convert", "eval"]
+COMMANDS_THAT_WRITE = ["data prepare", "train", "distill", "importance", "prune", "convert", "eval", "evaluate"]
 
 
 @pytest.mark.parametrize("command", COMMANDS_THAT_WRITE)
