@@ -40,9 +40,36 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C."""
 
 
+_received: list[int] = []  # signals received by this process (their exception may have been swallowed)
+
+
 def _on_sigterm(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: a second must not interrupt the cleanup
+    _received.append(signum)
     raise Terminated()
+
+
+def _on_sigint(signum, frame) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt()
+
+
+def _quiet_unraisable(previous):
+    """``sys.unraisablehook`` that keeps quiet about our interruptions (Python would print their traceback where
+    it swallows them; :func:`check_interrupted` raises them again) and passes anything else on."""
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+
+    return hook
+
+
+def check_interrupted() -> None:
+    """Raise again for a SIGINT/SIGTERM whose exception was swallowed where Python ignores exceptions (it can
+    land in an at-fork handler while a process pool starts); long loops call this between pieces of work."""
+    if _received:
+        raise Terminated() if _received[-1] == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _os_error(err: BaseException) -> Optional[OSError]:
@@ -89,9 +116,11 @@ def run_cleanly(command: str, run: Callable[[], int]) -> int:
     """Run ``run()`` (a command's main, returning its exit status) with SIGTERM as an interruption; a disk error
     or an interruption becomes one line and its exit status (see the module docstring)."""
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread (a test or an embedding program): signals are its owner's
         previous = None
+    unraisable_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_unraisable(unraisable_hook)
     try:
         return run()
     except KeyboardInterrupt as err:
@@ -108,5 +137,7 @@ def run_cleanly(command: str, run: Callable[[], int]) -> int:
         print_line("error", message)
         return 2
     finally:
+        sys.unraisablehook = unraisable_hook
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])

@@ -176,6 +176,19 @@ CASES = [
     ("distill", "distill teacher.path={model} student.path={model} data.path={data} output={out} "
      + SMALL_TRAIN, "output={out} is being written by another minitron process (pid 4242)", "{out}"),
     # -- pipeline -----------------------------------------------------------------------------------------------
+    # -- evaluate, generate, bench ------------------------------------------------------------------------------
+    ("evaluate", "evaluate model.path={model} output={out} eval.tasks=[nosuch]",
+     "eval.tasks: unknown task 'nosuch'; known tasks: mmlu, hellaswag"),
+    ("evaluate", "evaluate model.path={model} output={out} eval.batch_size=0", "eval.batch_size=0: must be >= 1"),
+    ("evaluate", "evaluate model.path={model} output={out} eval.data_dir={out}/nowhere eval.tasks=[arc_easy]",
+     "eval.data_dir={out}/nowhere: no such directory"),
+    ("evaluate", "evaluate model.path={model} output={out} eval.num_fewshot=-1", "eval.num_fewshot=-1: must be >= 0"),
+    ("generate", "generate model.path={model} generate.max_new_tokens=0 prompt=hi",
+     "generate.max_new_tokens=0: must be >= 1"),
+    ("generate", "generate model.path={model}", "prompt is required: pass prompt=..."),
+    ("generate", "generate model.path={model} prompt=hi generate.top_p=2", "generate.top_p=2.0: must be > 0 and <= 1"),
+    ("bench", "bench model.path={model} bench.batch=0", "bench.batch=0: must be >= 1"),
+    ("bench", "bench model.path={out}", "model.path={out}: no such file or directory"),
     ("pipeline", "pipeline recipe=demo_smolm2 output={out}", "recipe=demo_smolm2: no such recipe config"),
     ("pipeline", "pipeline recipe.budget.steps=0 output={out}", "recipe.budget.steps=0: must be >= 1"),
     ("pipeline", "pipeline recipe.parallel.tp=0 output={out}", "parallel.tp=0: must be >= 1"),

@@ -39,6 +39,7 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+from minitron import failures
 from minitron.data.documents import list_sources, read_documents
 from minitron.errors import MinitronError
 from minitron.fsutil import check_not_an_input, output_lock, sha256_file, write_json_atomic
@@ -143,6 +144,7 @@ def encode_documents(documents: Iterable[str], files_dir: Path, eod_id: int, dty
     with multiprocessing.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
         pending = collections.deque()  # at most 2 tasks per worker in flight: memory stays bounded
         for batch in _batches(documents):
+            failures.check_interrupted()  # a Ctrl-C that landed while the pool forked was swallowed there
             pending.append(pool.apply_async(_encode, (batch,)))
             if len(pending) >= 2 * workers:
                 yield from pending.popleft().get()
