@@ -119,6 +119,7 @@ def run_cleanly(command: str, run: Callable[[], int]) -> int:
         previous = signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread (a test or an embedding program): signals are its owner's
         previous = None
+    _received.clear()  # this command's signals only (several commands may run in one process: tests)
     unraisable_hook = sys.unraisablehook
     sys.unraisablehook = _quiet_unraisable(unraisable_hook)
     try:

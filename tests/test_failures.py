@@ -150,7 +150,10 @@ def test_data_prepare_interrupted(signum, status, name, model, big_corpus, tmp_p
     prefix = tmp_path / "out" / "big"
     process = start("data", "prepare", f"data.path={big_corpus}", f"model.path={model}", f"output={prefix}",
                     "data.workers=2")  # fmt: skip
-    wait_for(lambda: any(p.name.startswith("big.bin.") for p in prefix.parent.glob("*.partial")), process)
+    # once tokens are being written (the worker pool is up): a signal that lands while the pool forks is a
+    # separate, narrower case (see minitron.failures.check_interrupted)
+    wait_for(lambda: any(p.name.startswith("big.bin.") and p.stat().st_size > 0
+                         for p in prefix.parent.glob("*.partial")), process)  # fmt: skip
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr[-3000:]

@@ -173,11 +173,11 @@ def save(parts, run_dir, step: int, consumed_samples: int, arch: dict, keep_last
     root = checkpoints_dir(run_dir)
     final = root / checkpoint_name(step)
     partial = root / (final.name + ".partial")
-    if _rank() == 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    _barrier()
-    try:
+    try:  # from the first byte on: an interruption anywhere leaves no half-written checkpoint
+        if _rank() == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        _barrier()
         return _save(parts, root, final, partial, step, consumed_samples, arch, keep_last, verify)
     except BaseException:  # a full disk, Ctrl-C, SIGTERM: no half-written checkpoint stays (the last good one does)
         if _rank() == 0:

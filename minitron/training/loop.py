@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from minitron.config.training import TrainCommand
-from minitron import runtime
+from minitron import failures, runtime
 from minitron.errors import MinitronError
 from minitron.models import checkpoint
 from minitron.training import checkpointing
@@ -115,6 +115,7 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
                 metrics.note(f"saved checkpoint {saved.name}")
             if on_step is not None:
                 on_step(step)
+            failures.check_interrupted()  # a signal whose exception was swallowed (e.g. during a checkpoint write)
     finally:
         metrics.close()
     final = export(parts, source, run_dir, step, consumed * settings.seq_length)
