@@ -30,3 +30,17 @@ def run_tasks(lm, benchmarks, names, shots, limits=None, max_gen_toks=24):
             if leaf.get_config("output_type") == "generate_until":
                 leaf.set_config("generation_kwargs", {"max_gen_toks": max_gen_toks}, update=True)
     return harness.summarize(harness.evaluate(lm, tasks, manager, seed=1234, log_samples=False), tasks)
+
+
+def make_long_context_model(directory):
+    """A tiny SmolLM2-like model (char tokenizer) in DIRECTORY/model that attends 1024 positions (MMLU 5-shot fits)."""
+    import json
+
+    from tiny_models import make_tiny_model, save_char_tokenizer
+
+    path = make_tiny_model("smollm2", directory / "model")
+    save_char_tokenizer(path)
+    config = json.loads((path / "config.json").read_text())
+    config["max_position_embeddings"] = 1024
+    (path / "config.json").write_text(json.dumps(config))
+    return path

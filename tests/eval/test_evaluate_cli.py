@@ -24,14 +24,9 @@ def benchmarks(tmp_path_factory):
 @pytest.fixture(scope="module")
 def long_context_model(tmp_path_factory):
     """The tiny SmolLM2-like model attending 1024 positions (MMLU 5-shot fits)."""
-    from tiny_models import make_tiny_model, save_char_tokenizer
+    from lm_eval_helpers import make_long_context_model
 
-    path = make_tiny_model("smollm2", tmp_path_factory.mktemp("lm") / "model")
-    save_char_tokenizer(path)
-    config = json.loads((path / "config.json").read_text())
-    config["max_position_embeddings"] = 1024
-    (path / "config.json").write_text(json.dumps(config))
-    return path
+    return make_long_context_model(tmp_path_factory.mktemp("lm"))
 
 
 def _evaluate_args(model, benchmarks, output, *extra):

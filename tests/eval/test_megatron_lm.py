@@ -7,7 +7,6 @@ is_greedy; generation (GSM8K) gives the same text; the metrics agree.
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -21,14 +20,9 @@ TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def lm_eval_model(tmp_path_factory):
     """A tiny SmolLM2-like model (char tokenizer) that attends 1024 positions, so MMLU 5-shot fits."""
-    from tiny_models import make_tiny_model, save_char_tokenizer
+    from lm_eval_helpers import make_long_context_model
 
-    path = make_tiny_model("smollm2", tmp_path_factory.mktemp("lm") / "model")
-    save_char_tokenizer(path)
-    config = json.loads((path / "config.json").read_text())
-    config["max_position_embeddings"] = 1024
-    (path / "config.json").write_text(json.dumps(config))
-    return path
+    return make_long_context_model(tmp_path_factory.mktemp("lm"))
 
 
 @pytest.fixture(scope="module")
