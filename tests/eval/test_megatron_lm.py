@@ -7,7 +7,6 @@ is_greedy; generation (GSM8K) gives the same text; the metrics agree.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from lm_eval_helpers import recording, run_tasks
