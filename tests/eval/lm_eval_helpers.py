@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from minitron.eval import harness, lm_tasks
 
 
@@ -44,3 +46,11 @@ def make_long_context_model(directory):
     config["max_position_embeddings"] = 1024
     (path / "config.json").write_text(json.dumps(config))
     return path
+
+
+@pytest.fixture(scope="module")
+def benchmarks(tmp_path_factory):
+    """Tiny local benchmark files for every shipped task (tests/eval/tiny_benchmarks.py)."""
+    from tiny_benchmarks import write_tiny_benchmarks
+
+    return write_tiny_benchmarks(tmp_path_factory.mktemp("benchmarks"))

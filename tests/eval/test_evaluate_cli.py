@@ -8,17 +8,11 @@ import shutil
 
 import pytest
 from conftest import REPO, last_json, run_cli, run_torchrun
+from lm_eval_helpers import benchmarks  # noqa: F401 (fixture)
 
 from minitron.eval import lm_tasks
 
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def benchmarks(tmp_path_factory):
-    from tiny_benchmarks import write_tiny_benchmarks
-
-    return write_tiny_benchmarks(tmp_path_factory.mktemp("benchmarks"))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lm_eval_helpers import recording, run_tasks
+from lm_eval_helpers import benchmarks, recording, run_tasks  # noqa: F401 (benchmarks: fixture)
 
 from minitron.eval import harness, lm_tasks
 
@@ -22,13 +22,6 @@ def lm_eval_model(tmp_path_factory):
     from lm_eval_helpers import make_long_context_model
 
     return make_long_context_model(tmp_path_factory.mktemp("lm"))
-
-
-@pytest.fixture(scope="module")
-def benchmarks(tmp_path_factory):
-    from tiny_benchmarks import write_tiny_benchmarks
-
-    return write_tiny_benchmarks(tmp_path_factory.mktemp("benchmarks"))
 
 
 @pytest.mark.slow
