@@ -1,6 +1,7 @@
 """minitron bench: prefill and decode tokens/s with the KV cache on the Megatron engine, and through transformers.
 
     minitron bench model.path=DIR [bench.batch=1 bench.prompt_len=128 bench.output_len=128 bench.repeats=3]
+    minitron bench model.path=DIR output=bench.json                                     # the result as a file too
     torchrun --nproc-per-node 2 $(which minitron) bench model.path=DIR parallel.tp=2     # no transformers figure
 
 DIR is an HF directory or a minitron Megatron checkpoint. Prompts are random token ids; decoding is greedy
@@ -14,6 +15,7 @@ import os
 from minitron import runtime
 from minitron.config import schema
 from minitron.eval import throughput
+from minitron.fsutil import check_not_an_input, write_json_atomic
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.parallel import setup_distributed, teardown_distributed
@@ -26,6 +28,8 @@ def main(cfg) -> None:
     source = checkpoint.open_model(cfg.model.path)
     check_parallel_layout(source.arch, cfg.parallel.tp, cfg.parallel.pp)
     check_sequence_length(source.arch, "bench.prompt_len + bench.output_len", bench.prompt_len + bench.output_len)
+    if cfg.output:
+        check_not_an_input(cfg.output, [("model.path", cfg.model.path)])
     prompts = throughput.random_prompts(bench.batch, bench.prompt_len, source.arch.vocab_size)
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
@@ -50,6 +54,8 @@ def main(cfg) -> None:
                         + (f"{decode:,.1f} tokens/s" if decode else "-"))  # fmt: skip
         result.update(batch=bench.batch, prompt_len=bench.prompt_len, output_len=bench.output_len, tp=ctx.tp, pp=ctx.pp,
                       dtype=str(dtype).replace("torch.", ""), device=ctx.device.type, model=str(source.path))  # fmt: skip
+        if cfg.output and runtime.is_main_process():
+            write_json_atomic(cfg.output, result)
         runtime.print_result(result)
     finally:
         teardown_distributed()

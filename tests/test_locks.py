@@ -59,7 +59,7 @@ def test_the_lock_goes_with_a_killed_holder(tmp_path):
 def inputs(tiny_models, text_file, tmp_path_factory) -> dict:
     directory = tmp_path_factory.mktemp("lock_inputs")
     model = tiny_models["llama31"]
-    from eval.tiny_benchmarks import write_tiny_benchmarks
+    from tiny_benchmarks import write_tiny_benchmarks
 
     return {"model": model, "text": text_file, "data": prepare_rotating_corpus(directory, model, WORDS),
             "benchmarks": write_tiny_benchmarks(directory / "benchmarks")}  # fmt: skip

@@ -111,12 +111,14 @@ def test_every_readme_command_works_as_written(workspace):
         heavy = [why for marker, why in HEAVY.items() if marker in command]
         args = minitron_args(command)
         if args[0] == "pipeline":  # plans and validates every stage; runs nothing
-            if "recipe=demo_smollm2" in command and not assets_present("smollm2-135m"):
+            if "recipe=demo_smollm2" in command and not assets_present("smollm2-135m", "sotu", "benchmarks"):
                 validate(args, home)
                 composed.append(command)
                 continue
             words = shlex.split(command, comments=True)
             command, heavy = shlex.join(words if "dry_run=true" in words else [*words, "dry_run=true"]), []
+        if args[0] == "evaluate" and not assets_present("benchmarks"):
+            heavy = ["the benchmarks asset is not fetched"]
         if heavy:
             validate(args, home)
             composed.append(command)

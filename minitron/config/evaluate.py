@@ -129,6 +129,7 @@ class BenchCommand:
     model: ModelConfig = field(default_factory=ModelConfig)  # the model timed (HF directory or minitron checkpoint)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)  # TP x PP of the Megatron engine
     bench: BenchSettings = field(default_factory=BenchSettings)  # batch, lengths, repeats
+    output: Optional[str] = None  # also write the result (the last stdout line) to this JSON file, atomically
 
 
 def register() -> None:

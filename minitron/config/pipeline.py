@@ -66,6 +66,51 @@ class TokenBudget:
 
 
 @dataclass
+class RecipeBenchmarks:
+    tasks: List[str] = field(
+        default_factory=list
+    )  # lm-eval tasks every model of the run is scored on (`minitron evaluate`); empty: no task accuracy
+    fewshot: Dict[str, int] = field(
+        default_factory=dict
+    )  # shots per task; a task not listed gets its default (MMLU 5 from dev, the others 0)
+    limits: Dict[str, int] = field(
+        default_factory=dict
+    )  # documents scored per task (MMLU: per subject); a task not listed: all of them
+    args: List[str] = field(default_factory=list)  # other `minitron evaluate` overrides (eval.batch_size, ...)
+
+    def validate(self) -> None:
+        from minitron.eval.lm_tasks import check_task_names
+
+        if self.tasks:
+            check_task_names(list(self.tasks))
+        for section in ("fewshot", "limits"):
+            for task in getattr(self, section):
+                if task not in self.tasks:
+                    raise MinitronError(
+                        f"recipe.benchmarks.{section}.{task}: {task} is not in recipe.benchmarks.tasks={list(self.tasks)}"
+                    )
+        for arg in self.args:
+            if arg.split("=", 1)[0].lstrip("+~") in ("eval.tasks", "eval.fewshot", "eval.limits", "model.path", "output"):
+                raise MinitronError(
+                    f"recipe.benchmarks.args: {arg!r} is set by the pipeline; use recipe.benchmarks.tasks / fewshot / "
+                    "limits instead"
+                )
+
+    def args_for(self) -> list[str]:
+        """``minitron evaluate`` arguments of the tasks, their shots and limits (no model, no output)."""
+        return [f"eval.tasks=[{','.join(self.tasks)}]", *(f"+eval.fewshot.{task}={n}" for task, n in self.fewshot.items()),
+                *(f"+eval.limits.{task}={n}" for task, n in self.limits.items()), *self.args]  # fmt: skip
+
+
+@dataclass
+class RecipeThroughput:
+    enabled: bool = False  # time prefill and decode (`minitron bench`) of the teacher and of each student's final model
+    args: List[str] = field(
+        default_factory=list
+    )  # `minitron bench` overrides (bench.batch, bench.prompt_len, bench.output_len, bench.repeats)
+
+
+@dataclass
 class Student:
     prune: Dict[str, Any] = field(
         default_factory=dict
@@ -91,6 +136,12 @@ class Recipe:
     distill_args: List[str] = field(default_factory=list)  # `minitron distill` overrides (train.lr, distill.*, ...)
     scratch_args: List[str] = field(default_factory=list)  # `minitron train` overrides of the from-scratch baselines
     eval_args: List[str] = field(default_factory=list)  # `minitron eval` overrides (eval.max_windows, eval.seq_length)
+    benchmarks: RecipeBenchmarks = field(
+        default_factory=RecipeBenchmarks
+    )  # task accuracy (lm-eval) of every model of the run, in the report's accuracy table
+    throughput: RecipeThroughput = field(
+        default_factory=RecipeThroughput
+    )  # tokens/s of the teacher and the students, in the report's throughput table
     export: bool = True  # write every distilled student as a Hugging Face directory (students/NAME/hf)
 
     def validate(self) -> None:
@@ -111,6 +162,7 @@ class Recipe:
                 raise MinitronError(
                     f"recipe.students.{name}.prune: unknown {unknown}; use any of {', '.join(PRUNE_TARGETS)}"
                 )
+        self.benchmarks.validate()
         for section in ("distill_args", "scratch_args"):
             for arg in getattr(self, section):
                 if arg.split("=", 1)[0].lstrip("+~") in BUDGET_KEYS:

@@ -1,10 +1,14 @@
-"""The pipeline's report: ``report.md`` (settings, results table, checks, stages) and ``loss_curves.png``.
+"""The pipeline's report: ``report.md`` (settings, results, task accuracy and throughput tables, checks, stages),
+``loss_curves.png`` and ``accuracy_throughput.png``.
 
 ``write_report(run_dir, summary)`` takes the summary the pipeline runner builds: ``recipe``,
 ``description``, ``teacher``, ``train_data``, ``heldout_data``, ``eval_tokens``, ``token_budget``, the
 table rows ``models`` (``name``, ``role`` in teacher / teacher_corrected / pruned / distilled / scratch,
 ``student``, ``params``, ``non_embedding_params``, ``train_tokens``, ``heldout_loss``, ``kl``; any number
-may be None), ``reference_teacher`` (the row name gaps and KL are measured against), ``curves`` (``label``,
+may be None; optionally ``tasks``: ``{task: {metric, value, stderr, items, num_fewshot, fewshot_pool}}`` from
+``minitron evaluate``), ``benchmarks`` (``tasks``: the recipe's task list, in column order), ``throughput``
+(one entry per timed architecture: ``name``, ``role``, ``student``, ``params``, ``prefill_tokens_per_s``,
+``decode_tokens_per_s``, ``batch``, ``prompt_len``, ``output_len``, ``dtype``, ``device``), ``reference_teacher`` (the row name gaps and KL are measured against), ``curves`` (``label``,
 ``role``, ``student``, ``metrics``: a ``metrics.jsonl`` path, see ``minitron.training.metrics``) and
 ``stages`` (``name``, ``status``, ``seconds``, ``output``).
 
@@ -26,6 +30,7 @@ from minitron.fsutil import atomic_path, write_text_atomic
 
 REPORT_MD = "report.md"
 CURVES_PNG = "loss_curves.png"
+ACCURACY_PNG = "accuracy_throughput.png"
 
 
 # ---------------------------------------------------------------- metrics.jsonl
@@ -248,6 +253,141 @@ def plot_curves(summary: dict, path: Path) -> Path:
     return Path(path)
 
 
+# ---------------------------------------------------------------- task accuracy and throughput
+
+
+def task_columns(summary: dict) -> list[str]:
+    """The tasks of the accuracy table: the recipe's, in its order, then any other a row has."""
+    columns = list((summary.get("benchmarks") or {}).get("tasks") or [])
+    for row in summary.get("models") or []:
+        columns += [task for task in row.get("tasks") or {} if task not in columns]
+    return columns
+
+
+def average_accuracy(row: dict, columns: list[str]) -> tuple[Optional[float], Optional[float]]:
+    """Unweighted mean of the row's main metric over ``columns`` and its standard error (tasks independent);
+    (None, None) unless the row has every task."""
+    tasks = row.get("tasks") or {}
+    if not columns or any(tasks.get(task, {}).get("value") is None for task in columns):
+        return None, None
+    values = [tasks[task]["value"] for task in columns]
+    errors = [tasks[task].get("stderr") for task in columns]
+    stderr = None if None in errors else sum(error**2 for error in errors) ** 0.5 / len(errors)
+    return sum(values) / len(values), stderr
+
+
+def speed_of(row: dict, throughput: list[dict]) -> Optional[dict]:
+    """The timed entry of ``row``'s architecture: its own, else its student's, else the teacher's (a corrected
+    teacher has the teacher's shape)."""
+    for entry in throughput:
+        if entry.get("name") == row.get("name"):
+            return entry
+    for entry in throughput:
+        if row.get("student") is not None and entry.get("student") == row.get("student"):
+            return entry
+    if row.get("role") in ("teacher", "teacher_corrected"):
+        return next((entry for entry in throughput if entry.get("role") == "teacher"), None)
+    return None
+
+
+def _accuracy(value: Optional[float], stderr: Optional[float] = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" + ("" if stderr is None else f" ± {100 * stderr:.1f}")
+
+
+def _rate(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _ratio(value: Optional[float], reference: Optional[float]) -> str:
+    return "-" if value is None or not reference else f"{value / reference:.2f}x"
+
+
+def accuracy_lines(summary: dict) -> list[str]:
+    """The accuracy table (percent, ± standard error) and what each column rests on; [] without task results."""
+    models = [row for row in summary.get("models") or [] if row.get("tasks")]
+    columns = task_columns(summary)
+    if not models or not columns:
+        return []
+    lines = ["| model | " + " | ".join(columns) + " | average |", "|---|" + "---:|" * (len(columns) + 1)]
+    for row in models:
+        tasks = row["tasks"]
+        cells = [_accuracy(tasks.get(task, {}).get("value"), tasks.get(task, {}).get("stderr")) for task in columns]
+        lines.append("| " + " | ".join(_cell(text) for text in (row.get("name", "?"), *cells,
+                                                                   _accuracy(*average_accuracy(row, columns)))) + " |")  # fmt: skip
+    lines += ["", "Percent correct ± standard error (lm-eval's). What each column rests on:", ""]
+    first = models[0]["tasks"]
+    for task in columns:
+        info = first.get(task) or {}
+        pool = f", few-shot pool: {info['fewshot_pool']}" if info.get("num_fewshot") and info.get("fewshot_pool") else ""
+        lines.append(f"- **{task}**: {info.get('metric', '?')}, {_tokens(info.get('items'))} items, "
+                     f"{info.get('num_fewshot', '?')}-shot{pool}")  # fmt: skip
+    return lines
+
+
+def throughput_lines(summary: dict) -> list[str]:
+    """The throughput table with student / teacher ratios; [] when nothing was timed."""
+    throughput = summary.get("throughput") or []
+    if not throughput:
+        return []
+    teacher = next((entry for entry in throughput if entry.get("role") == "teacher"), {})
+    lines = ["| model | params | prefill tokens/s | decode tokens/s | prefill vs teacher | decode vs teacher |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for entry in throughput:
+        lines.append("| " + " | ".join(_cell(text) for text in (
+            entry.get("name", "?"), _count(entry.get("params")), _rate(entry.get("prefill_tokens_per_s")),
+            _rate(entry.get("decode_tokens_per_s")),
+            _ratio(entry.get("prefill_tokens_per_s"), teacher.get("prefill_tokens_per_s")),
+            _ratio(entry.get("decode_tokens_per_s"), teacher.get("decode_tokens_per_s")),
+        )) + " |")  # fmt: skip
+    first = throughput[0]
+    lines += ["", f"Batch {first.get('batch')}, {first.get('prompt_len')} prompt tokens, {first.get('output_len')} "
+              f"generated (greedy, KV cache), {first.get('dtype')} on {first.get('device')}, Megatron engine "
+              f"(`minitron bench`); a student's other models share its shape and speed."]  # fmt: skip
+    return lines
+
+
+def accuracy_points(summary: dict) -> list[tuple[dict, float, float, Optional[float]]]:
+    """(row, decode tokens/s, average accuracy, its stderr) of every row that has both."""
+    columns, points = task_columns(summary), []
+    for row in summary.get("models") or []:
+        accuracy, stderr = average_accuracy(row, columns)
+        speed = speed_of(row, summary.get("throughput") or [])
+        if accuracy is not None and speed is not None and speed.get("decode_tokens_per_s"):
+            points.append((row, speed["decode_tokens_per_s"], accuracy, stderr))
+    return points
+
+
+def plot_accuracy_throughput(summary: dict, path: Path) -> Path:
+    """Average task accuracy against decode tokens/s (:func:`accuracy_points`), marker area proportional to
+    parameters, error bars one standard error."""
+    columns, points = task_columns(summary), accuracy_points(summary)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    colors = _colors(summary)
+    largest = max([row.get("params") or 1 for row, *_ in points], default=1)
+    for row, speed, accuracy, stderr in points:
+        color = colors.get(row.get("student"), "gray")
+        size = 600 * (row.get("params") or largest) / largest
+        axes.scatter([speed], [100 * accuracy], s=size, color=color, alpha=0.55, edgecolors="black", linewidths=0.6)
+        if stderr is not None:
+            axes.errorbar([speed], [100 * accuracy], yerr=[100 * stderr], color=color, capsize=3, linewidth=0.8)
+        axes.annotate(f"{row.get('name')} ({_count(row.get('params'))})", (speed, 100 * accuracy), fontsize=8,
+                      textcoords="offset points", xytext=(8, 6))  # fmt: skip
+    axes.set_xlabel("decode tokens/s (minitron bench)")
+    axes.set_ylabel(f"average accuracy, % ({', '.join(columns)})")
+    axes.set_title(f"{summary.get('recipe', 'pipeline')}: accuracy vs throughput (marker area: parameters)")
+    axes.grid(alpha=0.3)
+    axes.margins(x=0.2, y=0.15)
+    figure.savefig(path, dpi=110, format="png")
+    return Path(path)
+
+
 # ---------------------------------------------------------------- report.md
 
 
@@ -278,6 +418,13 @@ def render_markdown(summary: dict, checks: list[dict]) -> str:
             _tokens(row.get("train_tokens")), _loss(row.get("heldout_loss")),
             _loss(_gap(row, reference_loss), signed=True), _loss(row.get("kl")),
         )) + " |")  # fmt: skip
+    accuracy, speed = accuracy_lines(summary), throughput_lines(summary)
+    if accuracy:
+        lines += ["", "## Task accuracy", "", *accuracy]
+    if speed:
+        lines += ["", "## Throughput", "", *speed]
+    if summary.get("accuracy_plot"):
+        lines += ["", f"![accuracy vs throughput]({ACCURACY_PNG})"]
     lines += ["", "## Checks", ""]
     verdicts = {True: "PASS", False: "FAIL", None: "SKIP"}
     lines += [f"- **{verdicts[check['passed']]}** {check['name']}: {check['detail']}" for check in checks]
@@ -309,10 +456,17 @@ def write_report(run_dir: Path, summary: dict) -> dict:
     report, curves = run_dir / REPORT_MD, run_dir / CURVES_PNG
     with atomic_path(curves) as temporary:
         plot_curves(summary, temporary)
-    write_text_atomic(report, render_markdown(summary, checks))
+    drawn = bool(accuracy_points(summary))
+    if drawn:
+        with atomic_path(run_dir / ACCURACY_PNG) as temporary:
+            plot_accuracy_throughput(summary, temporary)
+    else:
+        (run_dir / ACCURACY_PNG).unlink(missing_ok=True)  # a plot of an earlier report would be stale
+    write_text_atomic(report, render_markdown(summary | {"accuracy_plot": drawn}, checks))
     return {
         "report": str(report),
         "curves": str(curves),
+        "accuracy_plot": str(run_dir / ACCURACY_PNG) if drawn else None,
         "checks": [check for check in checks if check["passed"] is not None],
         "skipped": [{"name": check["name"], "detail": check["detail"]} for check in checks if check["passed"] is None],
     }

@@ -10,12 +10,15 @@ type, writing into the run directory::
     RUN/students/NAME/distilled/           distillation run, final/       (distill)
     RUN/students/NAME/scratch/             same architecture, random init (train model.init=random)
     RUN/eval/MODEL.json                    held-out loss and KL to the teacher, the report's row (eval)
+    RUN/tasks/MODEL/results.json           lm-eval task accuracy of the row (evaluate; recipe.benchmarks)
+    RUN/throughput/MODEL.json              prefill / decode tokens/s (bench; recipe.throughput)
     RUN/students/NAME/hf/                  the distilled student for transformers / vLLM (convert)
-    RUN/report.md, RUN/loss_curves.png     the table and the curves (report)
+    RUN/report.md, RUN/*.png               the tables, the curves, accuracy vs throughput (report)
 
 The plan is a sequence of planner functions, one per step of the recipe, each appending its stages.
 Which commands run under the launcher comes from the command registry (:mod:`minitron.commands`);
-the report's rows are the eval stages' own JSON outputs (their ``eval.tags`` name the row).
+the report's rows are the eval stages' own JSON outputs (their ``eval.tags`` name the row); the task
+accuracy and throughput stages name the row they add to (``Stage.row``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Stage:
     output: Optional[str] = None  # what it writes (a path under the run directory)
     about: str = ""  # one line for the progress output
     curve: Optional[dict] = None  # training stages: the curve of the report this run draws
+    row: Optional[str] = None  # evaluate / bench stages: the report row (model name) their output adds to
 
     @property
     def parallel(self) -> bool:
@@ -111,12 +115,17 @@ class Plan:
     def student_dir(self, name: str) -> Path:
         return self.run / "students" / name
 
-    def add(self, name: str, command: str, args: list[str], output=None, about: str = "", curve=None) -> None:
-        self.stages.append(Stage(name, command, args, None if output is None else str(output), about, curve))
+    def add(self, name: str, command: str, args: list[str], output=None, about: str = "", curve=None, row=None):
+        self.stages.append(Stage(name, command, args, None if output is None else str(output), about, curve, row))
 
     def measure(self, path, name: str, role: str, student: Optional[str] = None) -> None:
         """Add a model to the evaluation table (one eval stage, one report row)."""
         self.models.append(dict(path=str(path), name=name, role=role, student=student))
+
+
+def _slug(name: str) -> str:
+    """A row name as a file name: "width, distilled" -> width_distilled."""
+    return name.replace(", ", "_").replace(" ", "_")
 
 
 def plan_assets(plan: Plan) -> None:
@@ -222,7 +231,7 @@ def plan_eval(plan: Plan) -> None:
         if student.from_scratch:
             plan.measure(plan.student_dir(name) / "scratch" / "final", f"{name}, from scratch", "scratch", name)
     for model in plan.models:
-        slug = model["name"].replace(", ", "_").replace(" ", "_")
+        slug = _slug(model["name"])
         output = plan.run / "eval" / f"{slug}.json"
         kl = [] if model["path"] == plan.teacher else [f"eval.teacher={plan.teacher}"]  # KL to itself is 0
         tags = {key: model[key] for key in ("name", "role", "student") if model[key] is not None}
@@ -231,6 +240,37 @@ def plan_eval(plan: Plan) -> None:
                  [f"model.path={model['path']}", *kl, f"data.path={recipe.data.heldout}", *plan.parallel,
                   *recipe.eval_args, f"output={output}", f"eval.tags=[{tags_arg}]"],
                  output, f"held-out loss and KL to the teacher: {model['name']}")  # fmt: skip
+
+
+def plan_benchmarks(plan: Plan) -> None:
+    """lm-eval task accuracy (``minitron evaluate``) of every model the eval stages measure."""
+    benchmarks = plan.recipe.benchmarks
+    if not benchmarks.tasks:
+        return
+    for model in plan.models:
+        output = plan.run / "tasks" / _slug(model["name"])
+        plan.add(f"tasks_{_slug(model['name'])}", "evaluate",
+                 [f"model.path={model['path']}", *plan.parallel, *benchmarks.args_for(), f"output={output}",
+                  "overwrite=true"],
+                 output, f"task accuracy ({', '.join(benchmarks.tasks)}): {model['name']}",
+                 row=model["name"])  # fmt: skip
+
+
+def plan_throughput(plan: Plan) -> None:
+    """Prefill and decode tokens/s (``minitron bench``) of the teacher and of each student's architecture (its
+    final model: distilled, else pruned; the other models of a student share its shape and so its speed)."""
+    if not plan.recipe.throughput.enabled:
+        return
+    timed = [model for model in plan.models if model["role"] == "teacher"]
+    for name in plan.recipe.students:
+        rows = [model for model in plan.models if model["student"] == name and model["role"] in ("distilled", "pruned")]
+        timed += rows[-1:]
+    for model in timed:
+        output = plan.run / "throughput" / f"{_slug(model['name'])}.json"
+        plan.add(f"bench_{_slug(model['name'])}", "bench",
+                 [f"model.path={model['path']}", *plan.parallel, "bench.reference=false", *plan.recipe.throughput.args,
+                  f"output={output}"],
+                 output, f"prefill and decode tokens/s: {model['name']}", row=model["name"])  # fmt: skip
 
 
 def plan_export(plan: Plan) -> None:
@@ -245,11 +285,11 @@ def plan_export(plan: Plan) -> None:
 
 
 def plan_report(plan: Plan) -> None:
-    plan.add(REPORT, REPORT, [], plan.run / "report.md", "report.md and loss_curves.png")
+    plan.add(REPORT, REPORT, [], plan.run / "report.md", "report.md and its plots")
 
 
 PLANNERS = (plan_assets, plan_data, plan_teacher, plan_importance, plan_prune, plan_distill, plan_scratch, plan_eval,
-            plan_export, plan_report)  # fmt: skip
+            plan_benchmarks, plan_throughput, plan_export, plan_report)  # fmt: skip
 
 
 def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> list[Stage]:

@@ -25,10 +25,45 @@ def _row(path: str) -> Optional[dict]:
                 heldout_loss=result.get("loss"), kl=result.get("kl"), eval_tokens=result.get("tokens"))  # fmt: skip
 
 
+def _read_json(path) -> Optional[dict]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def _task_results(output: str) -> Optional[dict]:
+    """``{task: {metric, value, stderr, items, num_fewshot, fewshot_pool}}`` of an evaluate stage's results.json."""
+    results = _read_json(Path(output) / "results.json")
+    return None if results is None else (results.get("minitron") or {}).get("tasks")
+
+
+def _throughput(output: str) -> Optional[dict]:
+    """Prefill / decode tokens/s of a bench stage's JSON, with the settings they were measured at."""
+    result = _read_json(output)
+    if result is None or not isinstance(result.get("megatron"), dict):
+        return None
+    settings = ("batch", "prompt_len", "output_len", "dtype", "device", "tp", "pp")
+    return dict(prefill_tokens_per_s=result["megatron"].get("prefill_tokens_per_s"),
+                decode_tokens_per_s=result["megatron"].get("decode_tokens_per_s"),
+                **{key: result.get(key) for key in settings})  # fmt: skip
+
+
 def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> dict:
     """What the report shows: the rows are the eval stages' own JSON outputs, in the plan's order."""
     recipe, records = cfg.recipe, manifest.get("stages", {})
     models = [row for stage in stages if stage.command == "eval" for row in [_row(stage.output)] if row is not None]
+    by_name = {row["name"]: row for row in models}
+    throughput = []  # one entry per timed architecture, in the plan's order
+    for stage in stages:
+        row = by_name.get(stage.row)
+        if stage.command == "evaluate" and row is not None:
+            row["tasks"] = _task_results(stage.output)
+        elif stage.command == "bench" and row is not None:
+            measured = _throughput(stage.output)
+            if measured is not None:
+                throughput.append(dict(name=row["name"], role=row["role"], student=row["student"],
+                                       params=row["params"], **measured))  # fmt: skip
     eval_tokens = next((row["eval_tokens"] for row in models if row.get("eval_tokens")), None)
     reference = "teacher, corrected" if recipe.teacher_correction.enabled else "teacher"
     return {
@@ -40,6 +75,8 @@ def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> 
         "eval_tokens": eval_tokens,
         "token_budget": recipe.budget.tokens,
         "models": models,
+        "benchmarks": {"tasks": list(recipe.benchmarks.tasks)},
+        "throughput": throughput,
         "reference_teacher": reference,
         "curves": [stage.curve for stage in stages if stage.curve is not None],
         "stages": [
@@ -62,6 +99,7 @@ def build_report(cfg: PipelineCommand, stages: list[Stage], manifest: dict, run_
     return {
         "report": written["report"],
         "curves": written["curves"],
+        "accuracy_plot": written["accuracy_plot"],
         "summary": str(run_dir / "summary.json"),
         "checks": written["checks"],
     }

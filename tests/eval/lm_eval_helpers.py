@@ -50,7 +50,7 @@ def make_long_context_model(directory):
 
 @pytest.fixture(scope="module")
 def benchmarks(tmp_path_factory):
-    """Tiny local benchmark files for every shipped task (tests/eval/tiny_benchmarks.py)."""
+    """Tiny local benchmark files for every shipped task (tests/tiny_benchmarks.py)."""
     from tiny_benchmarks import write_tiny_benchmarks
 
     return write_tiny_benchmarks(tmp_path_factory.mktemp("benchmarks"))

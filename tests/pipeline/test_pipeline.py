@@ -195,6 +195,11 @@ def test_dry_run_lists_the_stages_in_order_and_runs_nothing(teacher_model, tmp_p
         ({"distill_args": ["train.steps=7"]}, "recipe.distill_args: 'train.steps=7' sets the token budget"),
         ({"students": {"w": {"prune": {"hidden": 3}}}}, "recipe.students.w.prune: unknown ['hidden']"),
         ({"teacher": "/nonexistent/teacher"}, "recipe.teacher=/nonexistent/teacher: no such directory"),
+        ({"benchmarks": {"tasks": ["mmlu", "winogrand"]}}, "eval.tasks: unknown task 'winogrand'; known tasks: mmlu, "),
+        ({"benchmarks": {"tasks": ["mmlu"], "limits": {"hellaswag": 5}}},
+         "recipe.benchmarks.limits.hellaswag: hellaswag is not in recipe.benchmarks.tasks=['mmlu']"),
+        ({"benchmarks": {"tasks": ["mmlu"], "args": ["eval.tasks=[piqa]"]}},
+         "recipe.benchmarks.args: 'eval.tasks=[piqa]' is set by the pipeline"),
     ],
 )
 def test_bad_recipes_are_refused_before_anything_runs(teacher_model, tmp_path, changes, message):
@@ -219,6 +224,12 @@ def test_bad_recipes_are_refused_before_anything_runs(teacher_model, tmp_path, c
          "stage teacher_correction (`minitron train`): train=teacher_corection: no such train config (did you mean "
          "train=teacher_correction?)"),
         ({"assets": ["smollm2"]}, "stage assets (`minitron assets`): unknown asset 'smollm2'"),
+        ({"benchmarks": {"tasks": ["piqa"], "args": ["eval.batch_sise=4"]}},
+         "stage tasks_teacher (`minitron evaluate`): eval.batch_sise: no such setting (did you mean eval.batch_size?)"),
+        ({"benchmarks": {"tasks": ["piqa"], "fewshot": {"piqa": -1}}},
+         "stage tasks_teacher (`minitron evaluate`): eval.fewshot values must be >= 0"),
+        ({"throughput": {"enabled": True, "args": ["bench.output_len=0"]}},
+         "stage bench_teacher (`minitron bench`): bench.output_len=0: must be >= 1"),
     ],
 )
 def test_a_typo_in_any_stage_fails_before_the_first_stage(teacher_model, tmp_path, changes, message):
@@ -281,9 +292,12 @@ def test_shipped_recipes_compose_and_plan():
 
 @pytest.mark.slow
 def test_pipeline_at_tp2_under_the_torchrun_launcher(teacher_model, tmp_path):
-    """The parallel stages run under `launcher=` (launch/node_torchrun.sh, as on Slurm) with 2 processes at TP=2."""
+    """The parallel stages run under `launcher=` (launch/node_torchrun.sh, as on Slurm) with 2 processes at TP=2;
+    task accuracy and throughput of every model land in the report's tables and plot."""
     from conftest import free_port
+    from tiny_benchmarks import write_tiny_benchmarks
 
+    benchmarks = write_tiny_benchmarks(tmp_path / "benchmarks")
     conf = tiny_recipe(
         tmp_path / "conf",
         teacher_model,
@@ -291,6 +305,9 @@ def test_pipeline_at_tp2_under_the_torchrun_launcher(teacher_model, tmp_path):
         parallel={"tp": 2, "pp": 1},
         teacher_correction={"enabled": False, "args": []},
         students={"width": {"prune": {"hidden_size": 48, "ffn_hidden_size": 128}}},
+        benchmarks={"tasks": ["arc_easy", "winogrande"], "limits": {"arc_easy": 6, "winogrande": 5},
+                    "args": [f"eval.data_dir={benchmarks}", "eval.batch_size=4"]},
+        throughput={"enabled": True, "args": ["bench.prompt_len=16", "bench.output_len=4", "bench.repeats=1"]},
     )
     run = tmp_path / "run"
     launcher = f"launcher={REPO / 'launch' / 'node_torchrun.sh'}"
@@ -313,6 +330,11 @@ def test_pipeline_at_tp2_under_the_torchrun_launcher(teacher_model, tmp_path):
         "eval_teacher",
         "eval_width_pruned",
         "eval_width_distilled",
+        "tasks_teacher",
+        "tasks_width_pruned",
+        "tasks_width_distilled",
+        "bench_teacher",
+        "bench_width_distilled",
         "export_width",
         "report",
     ]
@@ -320,3 +342,26 @@ def test_pipeline_at_tp2_under_the_torchrun_launcher(teacher_model, tmp_path):
     assert "node_torchrun.sh" in log and "TP=2 PP=1 DP=1" in log
     assert stages["distill_width"]["result"]["steps"] == 2
     assert stages["eval_width_distilled"]["result"]["kl"] > 0
+    assert "TP=2 PP=1 DP=1" in (run / "logs" / "tasks_width_distilled.log").read_text()
+
+    # the report's rows carry each model's own task results and its architecture's measured speed
+    summary = json.loads((run / "summary.json").read_text())
+    rows = {row["name"]: row for row in summary["models"]}
+    for name in ("teacher", "width, pruned", "width, distilled"):
+        tasks = json.loads((run / "tasks" / name.replace(", ", "_") / "results.json").read_text())["minitron"]["tasks"]
+        assert rows[name]["tasks"] == tasks and tasks["arc_easy"]["items"] == 6 and tasks["winogrande"]["items"] == 5
+    timed = {entry["name"]: entry for entry in summary["throughput"]}
+    assert set(timed) == {"teacher", "width, distilled"}
+    for name, entry in timed.items():
+        result = stages[f"bench_{name.replace(', ', '_')}"]["result"]
+        assert entry["decode_tokens_per_s"] == result["megatron"]["decode_tokens_per_s"] > 0
+        assert entry["params"] == rows[name]["params"] and result["tp"] == 2
+    report = (run / "report.md").read_text()
+    pruned = rows["width, pruned"]["tasks"]
+    average = (pruned["arc_easy"]["value"] + pruned["winogrande"]["value"]) / 2
+    assert "## Task accuracy" in report and "## Throughput" in report
+    assert f"| width, pruned | {100 * rows['width, pruned']['tasks']['arc_easy']['value']:.1f} ± " in report
+    assert f" | {100 * average:.1f} ± " in report
+    ratio = timed["width, distilled"]["decode_tokens_per_s"] / timed["teacher"]["decode_tokens_per_s"]
+    assert f"| {ratio:.2f}x |" in report
+    assert (run / "accuracy_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from minitron.pipeline.report import _count, read_metrics, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -218,3 +220,60 @@ def test_read_metrics_keeps_last_record_per_step(tmp_path):
 def test_count_format():
     assert [_count(value) for value in (None, 512, 98304, 134515008, 999_999_999, 1.24e9)] == [
         "-", "512", "98.3K", "134.5M", "1.0B", "1.2B"]  # fmt: skip
+
+
+def task(value, stderr, items=50, shots=0, pool=None, metric="acc"):
+    return {"metric": metric, "value": value, "stderr": stderr, "items": items, "num_fewshot": shots,
+            "fewshot_pool": pool}  # fmt: skip
+
+
+def test_accuracy_and_throughput_tables_and_plot(tmp_path):
+    """Averages and their standard errors, student / teacher speed ratios, and the accuracy-vs-throughput plot."""
+    summary = make_summary(tmp_path)
+    rows = {row["name"]: row for row in summary["models"]}
+    mmlu_pool = "dev (lm-eval's own pool)"
+    rows["teacher"]["tasks"] = {"mmlu": task(0.30, 0.03, 57, 5, mmlu_pool),
+                                "piqa": task(0.70, 0.04, 50, 0, None, "acc_norm")}  # fmt: skip
+    rows["width, distilled"]["tasks"] = {"mmlu": task(0.26, 0.03, 57, 5, mmlu_pool), "piqa": task(0.60, 0.04)}
+    rows["width, pruned"]["tasks"] = {"mmlu": task(0.25, None, 57, 5, mmlu_pool)}  # piqa missing: no average
+    summary["benchmarks"] = {"tasks": ["mmlu", "piqa"]}
+    bench = dict(batch=1, prompt_len=128, output_len=64, dtype="float32", device="cpu", tp=1, pp=1)
+    summary["throughput"] = [
+        dict(name="teacher", role="teacher", student=None, params=134515008, prefill_tokens_per_s=2000.0,
+             decode_tokens_per_s=40.0, **bench),
+        dict(name="width, distilled", role="distilled", student="width", params=90_000_000,
+             prefill_tokens_per_s=3000.0, decode_tokens_per_s=50.0, **bench),
+    ]  # fmt: skip
+    run_dir = tmp_path / "pipeline"
+    result = write_report(run_dir, summary)
+    text = (run_dir / "report.md").read_text()
+    # average (0.30 + 0.70) / 2 with stderr sqrt(0.03^2 + 0.04^2) / 2 = 0.025
+    assert "| teacher | 30.0 ± 3.0 | 70.0 ± 4.0 | 50.0 ± 2.5 |\n" in text
+    assert "| width, distilled | 26.0 ± 3.0 | 60.0 ± 4.0 | 43.0 ± 2.5 |\n" in text
+    assert "| width, pruned | 25.0 | - | - |\n" in text
+    assert "- **mmlu**: acc, 57 items, 5-shot, few-shot pool: dev (lm-eval's own pool)\n" in text
+    assert "- **piqa**: acc_norm, 50 items, 0-shot\n" in text
+    assert "| teacher | 134.5M | 2,000.0 | 40.0 | 1.00x | 1.00x |\n" in text
+    assert "| width, distilled | 90.0M | 3,000.0 | 50.0 | 1.50x | 1.25x |\n" in text
+    assert "Batch 1, 128 prompt tokens, 64 generated" in text
+    order = ["## Results", "## Task accuracy", "## Throughput", "![accuracy vs throughput](accuracy_throughput.png)",
+             "## Checks"]  # fmt: skip
+    assert [text.index(heading) for heading in order] == sorted(text.index(heading) for heading in order)
+    # plotted: teacher (own speed), width distilled (own); pruned has no average; the corrected teacher no tasks
+    from minitron.pipeline.report import accuracy_points
+
+    assert [(row["name"], speed, accuracy) for row, speed, accuracy, _ in accuracy_points(summary)] == [
+        ("teacher", 40.0, 0.5), ("width, distilled", 50.0, pytest.approx(0.43))]  # fmt: skip
+    assert result["accuracy_plot"] == str(run_dir / "accuracy_throughput.png")
+    assert (run_dir / "accuracy_throughput.png").read_bytes()[:8] == PNG_MAGIC
+
+    # a corrected teacher with tasks but no timing of its own is placed at the teacher's speed
+    rows["teacher, corrected"]["tasks"] = {"mmlu": task(0.32, 0.03), "piqa": task(0.68, 0.04)}
+    assert ("teacher, corrected", 40.0) in [(row["name"], speed) for row, speed, *_ in accuracy_points(summary)]
+
+    # nothing timed: no throughput table, no plot (and an old plot is removed)
+    summary["throughput"] = []
+    result = write_report(run_dir, summary)
+    text = (run_dir / "report.md").read_text()
+    assert "## Task accuracy" in text and "## Throughput" not in text and "accuracy_throughput" not in text
+    assert result["accuracy_plot"] is None and not (run_dir / "accuracy_throughput.png").exists()
