@@ -167,6 +167,7 @@ class SearchSettings:
     max_depth_pruning: float = 0.15  # largest fraction of layers removed (NVIDIA's tutorial: 0.15)
     top_n: int = 10  # rung (b): candidates (largest by the budget's metric first) pruned in memory and scored (ModelOpt: 10)
     score_num_samples: Optional[int] = None  # rung (b): calibration windows for the LM loss (null: all calib windows)
+    measure_speed: bool = False  # rung (b): also time generation of every candidate and the teacher (always for speedup)
     top_k: int = 0  # rung (c): best rung-(b) candidates distilled briefly and ranked on held-out data (0: skip rung c)
     distill_steps: int = 300  # rung (c): distillation steps per candidate (the paper: rankings settle by ~300)
     distill_data: Optional[str] = None  # rung (c): tokenized training prefix (`minitron data prepare`) for distill

@@ -54,14 +54,14 @@ def generation_seconds(model, vocab_size: int, budget: BudgetTarget) -> float:
 
 def score_candidate(source: ModelSource, scores: ImportanceScores, targets: PruneTargets, windows: torch.Tensor,
                     micro_batch_size: int, tp: int, pp: int, dtype: torch.dtype,
-                    budget: BudgetTarget | None = None) -> dict:  # fmt: skip
-    """Rung (b) of one candidate: ``{"loss", "seconds"}`` (wall time of pruning + scoring), and with a speedup
-    ``budget`` ``"generation_seconds"``."""
+                    bench: BudgetTarget | None = None) -> dict:  # fmt: skip
+    """Rung (b) of one candidate: ``{"loss", "seconds"}`` (wall time of pruning + scoring), and with ``bench``
+    (the budget's ``bench_*`` shapes) ``"generation_seconds"``."""
     start = time.perf_counter()
     model, _ = prune_in_memory(source, scores, targets, tp, pp, dtype)
     result = {"loss": lm_loss(model, windows, micro_batch_size)}
     result["seconds"] = time.perf_counter() - start
-    if budget is not None and budget.speedup is not None:
-        result["generation_seconds"] = generation_seconds(model, source.arch.vocab_size, budget)
+    if bench is not None:
+        result["generation_seconds"] = generation_seconds(model, source.arch.vocab_size, bench)
     del model
     return result

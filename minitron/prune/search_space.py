@@ -53,9 +53,9 @@ class Candidate:
         return {axis: getattr(self, axis) for axis in
                 ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups")}  # fmt: skip
 
-    def targets(self, depth_metric: str = "window_loss") -> PruneTargets:
-        """The explicit targets that ``minitron prune`` takes for this shape."""
-        return PruneTargets(depth_metric=depth_metric, **self.shape())
+    def targets(self, base: PruneTargets) -> PruneTargets:
+        """The explicit targets ``minitron prune`` takes for this shape (depth metric and ranking from ``base``)."""
+        return dataclasses.replace(base, drop_layers=None, **self.shape())
 
     def metric(self, name: str, source: "Candidate") -> float:
         """The value of budget metric ``name``; speedup is estimated here as the source's FLOPs over this one's."""
