@@ -96,7 +96,7 @@ def test_rung_c_distils_and_ranks_by_heldout_kl(tmp_path, calib_text):
     result = search(teacher, calib_text, out, "prune.search.top_k=2", "prune.search.distill_steps=2",
                     f"prune.search.distill_data={prefix}", f"prune.search.heldout_data={calib_text}",
                     "prune.search.heldout_seq_length=64", "prune.search.heldout_max_windows=4",
-                    "+prune.search.distill_overrides=[train.seq_length=32,train.global_batch_size=2,train.eval_interval=0]")  # fmt: skip
+                    'prune.search.distill_overrides=["train.seq_length=32","train.global_batch_size=2","train.eval_interval=0","train.warmup_steps=0"]')  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((out / "search" / "candidates.json").read_text())["candidates"]
     distilled = [row for row in rows if row["kl_c"] is not None]
