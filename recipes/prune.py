@@ -3,14 +3,19 @@
     minitron prune model.path=HF_DIR data.path=calib.jsonl output=STUDENT prune.hidden_size=3072 prune.ffn_hidden_size=9216
     minitron prune prune=llama31_8b_to_4b_depth model.path=HF_DIR data.path=calib.jsonl output=STUDENT
     minitron prune ... prune.scores=PREVIOUS_STUDENT_OR_SCORES_DIR   # this model's saved scores: no forward passes
+    minitron prune prune=smollm2_search_50pct ... prune.target.non_embedding_params=53e6   # search the shape to a budget
     torchrun --nproc-per-node 2 $(which minitron) prune ... parallel.tp=2   # importance at any TP/PP/DP
 
 STUDENT is a Hugging Face directory (it loads in transformers and in minitron at any layout) with
 ``importance.safetensors``/``importance.json`` (the scores), ``prune_summary.json`` (architecture and
 parameters before and after, kept layers, software versions) and plots. The last stdout line is the summary as JSON.
+With a budget (``prune.target.params | non_embedding_params | memory_gb | speedup``) the shape is searched
+(minitron.prune.search): STUDENT is the chosen candidate written exactly as an explicit-target prune writes it,
+plus ``search/`` (candidates table and plots); per-candidate scores are cached in ``prune.search.cache``.
 """
 
 import json
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,7 +28,8 @@ from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.fsutil import check_not_an_input
 from minitron.parallel import output_lock, setup_distributed, teardown_distributed
-from minitron.prune import plots
+from minitron.prune import plots, search, search_distill
+from minitron.prune.search_report import write_search_report
 from minitron.prune.calibration import calibration_windows, compute_importance
 from minitron.prune.plan import check_scores_cover, needed_depth_metrics, placeholder_scores, plan_pruning
 from minitron.prune.scores import ImportanceScores
@@ -64,19 +70,27 @@ def main(cfg) -> None:
             f"export it first with `minitron convert model.path={source.path} output=HF_DIR`"
         )
     arch, targets = source.arch, cfg.prune.targets()
-    plan_pruning(arch, placeholder_scores(arch, targets), targets, tp=cfg.parallel.tp)  # every check, before any work
+    searching = search.prepare(cfg, source) if cfg.prune.target.primary() else None  # budget, space, cache
+    if searching is None:
+        plan_pruning(arch, placeholder_scores(arch, targets), targets, tp=cfg.parallel.tp)  # every check, before any work
+        depth_metrics, window_sizes = needed_depth_metrics(arch, targets)
+    else:
+        depth_metrics, window_sizes = searching.depth_metrics, searching.window_sizes
     check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
-    depth_metrics, window_sizes = needed_depth_metrics(arch, targets)
     scores = ImportanceScores.load(Path(cfg.prune.scores)) if cfg.prune.scores else None
     if scores is not None:
         check_scores_model(scores, cfg.prune.scores, source)
-        check_scores_cover(scores, arch, targets, cfg.prune.scores, source.path, cfg.data.path)
-    else:
+        for candidate_targets in ([c.targets(targets) for c in searching.candidates] if searching else [targets]):
+            check_scores_cover(scores, arch, candidate_targets, cfg.prune.scores, source.path, cfg.data.path)
+    if scores is None or searching is not None:  # a search scores its candidates on the calibration windows
         check_sequence_length(arch, "calib.seq_length", cfg.calib.seq_length)
         windows = calibration_windows(source, cfg.data.path, cfg.data.text_field, cfg.calib.num_samples, cfg.calib.seq_length)
 
     check_not_an_input(cfg.output, [("model.path", cfg.model.path), ("data.path", cfg.data.path),
                                     ("prune.scores", cfg.prune.scores)])  # fmt: skip
+    if searching is not None:
+        check_not_an_input(searching.cache.directory, [("model.path", cfg.model.path), ("data.path", cfg.data.path),
+                                                       ("prune.scores", cfg.prune.scores), ("output", cfg.output)])  # fmt: skip
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
         with output_lock(cfg.output):
@@ -88,6 +102,12 @@ def main(cfg) -> None:
                 runtime.print_result({**summary, "skipped": True})
                 return
             with checkpoint.staged(staging):
+                if searching is not None:
+                    if ctx.is_main:
+                        searching.cache.open()
+                    torch.distributed.barrier()
+                    if scores is None and searching.cache.path("importance", "importance.json").is_file():
+                        scores = ImportanceScores.load(searching.cache.path("importance"))  # a resumed search
                 if scores is None:
                     dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
                     runtime.log(f"importance of {source.path}: {len(windows)} windows x {cfg.calib.seq_length} "
@@ -97,9 +117,28 @@ def main(cfg) -> None:
                                                    depth_metrics, window_sizes)  # fmt: skip
                     scores.meta.update(data_path=str(cfg.data.path), model_path=str(source.path),
                                        model_fingerprint=source.fingerprint())  # fmt: skip
+                    if searching is not None and ctx.is_main:
+                        scores.save(searching.cache.path("importance"))
+                found = None
+                if searching is not None:
+                    dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
+                    score_windows = windows[: cfg.prune.search.score_num_samples]
+                    distill = partial(search_distill.distill_and_score, source, scores, settings=cfg.prune,
+                                      cache=searching.cache)  # rung (c) of the candidates it is given
+                    found = search.run_search(source, scores, searching.candidates, cfg.prune, score_windows,
+                                              cfg.calib.micro_batch_size, searching.cache, ctx.tp, ctx.pp, dtype,
+                                              distill)  # fmt: skip
+                    targets = found.chosen.targets(targets)
+                    runtime.log(f"search chose {found.chosen.name} (by {found.rank_metric})")
                 plan = plan_pruning(arch, scores, targets, tp=cfg.parallel.tp)
                 summary = {"output": str(cfg.output), **plan.summary(), "targets": OmegaConf.to_container(OmegaConf.structured(cfg.prune)),
                            "versions": runtime.versions()}  # fmt: skip
+                if found is not None:
+                    search_summary = {**searching.summary(cfg.prune, arch), "chosen": found.chosen.name,
+                                      "ranked_by": found.rank_metric, "cache": str(searching.cache.directory)}  # fmt: skip
+                    summary["search"] = search_summary
+                    if ctx.is_main:
+                        write_search_report(staging / "search", search_summary, found.rows)
                 if ctx.is_main:
                     runtime.log(f"student: {plan.student.params:,} parameters (from {arch.params:,}); "
                                 f"non-embedding kept {summary['kept_fraction_non_embedding']:.1%}")  # fmt: skip

@@ -22,6 +22,9 @@ WORDS = "how vexingly quick daft zebras jump while the five boxing wizards jump 
 
 SMALL_TRAIN = "train.seq_length=16 train.global_batch_size=2 train.steps=2 train.warmup_steps=0"
 SMALL_CALIB = "calib.num_samples=2 calib.seq_length=16"
+SMALL_SPACE = SMALL_CALIB + (" prune.search.hidden_size_divisor=16 prune.search.ffn_hidden_size_divisor=32 "
+                             "prune.search.num_layers_divisor=1 prune.search.max_width_pruning=0.5 "
+                             "prune.search.max_depth_pruning=0.5")  # a search space of the tiny model
 
 # (command, command line, what the one error line must contain[, the output whose lock another process holds])
 CASES = [
@@ -159,6 +162,22 @@ CASES = [
      "output={text} is the input data.path"),
     ("prune", "prune model.path={model} data.path={text} output={out} prune.ffn_hidden_size=64 " + SMALL_CALIB,
      "output={out} is being written by another minitron process (pid 4242)", "{out}"),
+    # -- prune to a budget (architecture search) ------------------------------------------------------------------
+    ("prune", "prune model.path={model} data.path={text} output={out} prune.target.params=1e6 " + SMALL_SPACE,
+     "prune.target.params=1e+06 is not smaller than the model's 205,376: nothing to prune"),
+    ("prune", "prune model.path={model} data.path={text} output={out} prune.target.non_embedding_params=1000 "
+     + SMALL_SPACE, "prune.target.non_embedding_params=1000: no candidate of the search space within [950, 1,000] "
+     "(space: hidden_size 32..64, ffn_hidden_size 96..160, heads_per_group 1..2, num_query_groups 2..2, num_layers "
+     "2..4; the closest is L2-h32-f96-a2g2 with non_embedding_params 26,784); raise prune.target.tolerance"),
+    ("prune", "prune model.path={model} data.path={text} output={out} prune.target.params=1e5 "
+     "prune.target.memory_gb=1 " + SMALL_SPACE, "prune.target: two primary budgets at once (prune.target.params, "
+     "prune.target.memory_gb); set exactly one of them"),
+    ("prune", "prune model.path={model} data.path={text} output={out} prune.target.params=1e5 " + SMALL_SPACE
+     + " prune.search.hidden_size_divisor=7", "prune.search.hidden_size_divisor=7 does not divide the model's "
+     "hidden_size=64; use a divisor of 64 (e.g. 2, 4, 8, 16, 32, 64)"),
+    ("prune", "prune model.path={model} data.path={text} output={out} prune.target.params=1e5 prune.hidden_size=32 "
+     + SMALL_SPACE, "prune.target.params searches the shape; it cannot be combined with explicit sizes "
+     "(prune.hidden_size)"),
     # -- distill ------------------------------------------------------------------------------------------------
     ("distill", "distill teacher.path={model} student.path={model} data.path={data} output={out} "
      "distill.temperature=0", "distill.temperature=0.0: must be > 0"),

@@ -140,17 +140,22 @@ def describe(source: ModelSource) -> dict:
 
 def load_hf_weights(model, source: ModelSource) -> None:
     """Copy the HF tensors of ``source`` into this rank's ``GPTModel`` shard, one tensor at a time."""
+    load_hf_tensors(model, source.arch, SafetensorsReader(source.path).get, str(source.path))
+
+
+def load_hf_tensors(model, arch: ModelArch, get_tensor, where: str) -> None:
+    """Copy full HF-named tensors (``get_tensor(hf_name)``, e.g. read from a file or held in memory) of a model of
+    ``arch`` into this rank's ``GPTModel`` shard; ``where`` names their origin in errors."""
     from megatron.core import parallel_state
 
-    reader = SafetensorsReader(source.path)
     tp, tp_rank = parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_rank()
     for name, param in model.named_parameters():
-        mapping = hf_weights.parameter_mapping(model, source.arch, name)
-        full = mapping.to_megatron([reader.get(hf_name) for hf_name in mapping.hf_names])
+        mapping = hf_weights.parameter_mapping(model, arch, name)
+        full = mapping.to_megatron([get_tensor(hf_name) for hf_name in mapping.hf_names])
         expected = hf_weights.full_shape(name, param, tp)
         if tuple(full.shape) != expected:
             raise MinitronError(
-                f"{source.path}: tensor(s) {', '.join(mapping.hf_names)} have shape {tuple(full.shape)} "
+                f"{where}: tensor(s) {', '.join(mapping.hf_names)} have shape {tuple(full.shape)} "
                 f"but config.json implies {expected} for {name}"
             )
         with torch.no_grad():

@@ -54,8 +54,10 @@ def check_sequence_length(arch: ModelArch, field: str, seq_length: int, role: st
         )
 
 
-def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32):
-    """Megatron-Core ``TransformerConfig`` for ``arch`` in the given layout and parameter dtype."""
+def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32,
+                       initialize: bool = True):  # fmt: skip
+    """Megatron-Core ``TransformerConfig`` for ``arch`` in the given layout and parameter dtype (``initialize``:
+    draw random weights; False leaves them uninitialised, for a model whose weights are loaded right after)."""
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     check_parallel_layout(arch, tp, pp)
@@ -82,7 +84,7 @@ def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.d
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu_initialization=not torch.cuda.is_available(),
-        perform_initialization=True,
+        perform_initialization=initialize,
         bias_activation_fusion=False,
         masked_softmax_fusion=False,
         apply_rope_fusion=False,
@@ -181,16 +183,18 @@ def _use_batch_major_head(model) -> None:
 
 
 def build_gpt_model(
-    arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, attention: str = "auto"
+    arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, attention: str = "auto",
+    initialize: bool = True,
 ):
-    """This rank's ``GPTModel`` shard for ``arch``; weights are randomly initialised.
+    """This rank's ``GPTModel`` shard for ``arch``; weights are randomly initialised (``initialize=False``: left
+    uninitialised, to be loaded).
 
     Rotary frequencies are set from ``arch.rope_inv_freq()`` so Llama-3 scaling with any of its
     parameters matches Hugging Face exactly (Megatron hard-codes some of them).
     """
     from megatron.core import parallel_state
 
-    config = transformer_config(arch, tp, pp, dtype)
+    config = transformer_config(arch, tp, pp, dtype, initialize)
     model = _gpt_model_class()(
         config=config,
         transformer_layer_spec=layer_spec(attention),
