@@ -21,7 +21,8 @@ from minitron.errors import MinitronError
 
 # keys of the shared budget; a stage's own args must not set them (the budget would differ per student)
 BUDGET_KEYS = ("train.steps", "train.global_batch_size", "train.seq_length")
-PRUNE_TARGETS = tuple(PruneTargets.__dataclass_fields__)  # what a student's `prune` section may set
+# what a student's `prune` section may set: explicit targets, or a budget (`target`) and its `search` space
+PRUNE_TARGETS = (*PruneTargets.__dataclass_fields__, "target", "search", "config")
 
 
 @dataclass
@@ -114,7 +115,9 @@ class RecipeThroughput:
 class Student:
     prune: Dict[str, Any] = field(
         default_factory=dict
-    )  # `minitron prune` targets (prune.<key>), e.g. {hidden_size: 3072}
+    )  # `minitron prune` targets (prune.<key>), e.g. {hidden_size: 3072}, or a budget searched for the shape:
+    # {target: {non_embedding_params: 5.36e7}, search: {num_layers_divisor: 3}} (prune.target.*, prune.search.*),
+    # or a conf/prune/ file: {config: smollm2_search_50pct}
     distill: bool = True  # distill the pruned student from the teacher for the token budget
     from_scratch: bool = False  # baseline: train this architecture from random init on the same tokens
 

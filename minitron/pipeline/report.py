@@ -10,7 +10,8 @@ may be None; optionally ``tasks``: ``{task: {metric, value, stderr, items, num_f
 (one entry per timed architecture: ``name``, ``role``, ``student``, ``params``, ``prefill_tokens_per_s``,
 ``decode_tokens_per_s``, ``batch``, ``prompt_len``, ``output_len``, ``dtype``, ``device``), ``reference_teacher`` (the row name gaps and KL are measured against), ``curves`` (``label``,
 ``role``, ``student``, ``metrics``: a ``metrics.jsonl`` path, see ``minitron.training.metrics``) and
-``stages`` (``name``, ``status``, ``seconds``, ``output``).
+``stages`` (``name``, ``status``, ``seconds``, ``output``) and ``searches`` (students whose shape was searched to a
+budget: ``name``, ``table`` (the search's candidates.md), ``plots`` (its PNG paths)).
 
 Checks, per student (the first row of each role counts): (a) distilled beats from-scratch on held-out
 loss, judged only at equal training tokens; (b) distillation brings the pruned model closer to the
@@ -391,7 +392,15 @@ def plot_accuracy_throughput(summary: dict, path: Path) -> Path:
 # ---------------------------------------------------------------- report.md
 
 
-def render_markdown(summary: dict, checks: list[dict]) -> str:
+def _relative(path: str, run_dir: Optional[Path]) -> str:
+    """``path`` relative to the report's directory where it lies inside it (so the report renders anywhere)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve())) if run_dir else str(path)
+    except ValueError:
+        return str(path)
+
+
+def render_markdown(summary: dict, checks: list[dict], run_dir: Optional[Path] = None) -> str:
     """The report's text; ``checks`` as ``run_checks`` returns them (skipped ones included)."""
     models = summary.get("models") or []
     reference = _reference(models, summary.get("reference_teacher"))
@@ -425,6 +434,11 @@ def render_markdown(summary: dict, checks: list[dict]) -> str:
         lines += ["", "## Throughput", "", *speed]
     if summary.get("accuracy_plot"):
         lines += ["", f"![accuracy vs throughput]({ACCURACY_PNG})"]
+    for search in summary.get("searches") or []:
+        lines += ["", f"## Architecture search: {search.get('name', '?')}", "",
+                  "The student's shape was searched to its budget (`minitron prune prune.target.*`); every scored "
+                  "candidate:", "", str(search.get("table", "")).strip(), ""]  # fmt: skip
+        lines += [f"![{Path(plot).stem}]({_relative(plot, run_dir)})" for plot in search.get("plots") or []]
     lines += ["", "## Checks", ""]
     verdicts = {True: "PASS", False: "FAIL", None: "SKIP"}
     lines += [f"- **{verdicts[check['passed']]}** {check['name']}: {check['detail']}" for check in checks]
@@ -462,7 +476,7 @@ def write_report(run_dir: Path, summary: dict) -> dict:
             plot_accuracy_throughput(summary, temporary)
     else:
         (run_dir / ACCURACY_PNG).unlink(missing_ok=True)  # a plot of an earlier report would be stale
-    write_text_atomic(report, render_markdown(summary | {"accuracy_plot": drawn}, checks))
+    write_text_atomic(report, render_markdown(summary | {"accuracy_plot": drawn}, checks, run_dir))
     return {
         "report": str(report),
         "curves": str(curves),

@@ -46,7 +46,7 @@ class Stage:
     output: Optional[str] = None  # what it writes (a path under the run directory)
     about: str = ""  # one line for the progress output
     curve: Optional[dict] = None  # training stages: the curve of the report this run draws
-    row: Optional[str] = None  # evaluate / bench stages: the report row (model name) their output adds to
+    row: Optional[str] = None  # prune / evaluate / bench stages: the report row (model name) their output adds to
 
     @property
     def parallel(self) -> bool:
@@ -66,10 +66,51 @@ def _has(args: list[str], key: str) -> bool:
     return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in args)
 
 
+def prune_args(student) -> list[str]:
+    """A student's ``prune`` section as ``minitron prune`` arguments: ``config`` selects a ``conf/prune/`` file,
+    ``target`` / ``search`` (a budget and its search space) are flattened, the rest are explicit targets."""
+    args = [f"prune={student.prune['config']}"] if "config" in student.prune else []
+    for key, value in student.prune.items():
+        if key in ("target", "search"):
+            args += [f"prune.{key}.{inner}={_value(setting)}" for inner, setting in (value or {}).items()]
+        elif key != "config":
+            args.append(f"prune.{key}={_value(value)}")
+    return args
+
+
+def _search_data_args(train_data: str, heldout: str) -> list[str]:
+    """Where rung (c) of a budget student's search distils and scores its candidates: the run's own data."""
+    return [f"prune.search.distill_data={train_data}", f"prune.search.heldout_data={heldout}"]
+
+
+def _prune_settings(recipe: Recipe, student):
+    """The student's validated ``prune`` settings (targets, or a budget and its search space)."""
+    from minitron.config.compose import validate
+
+    return validate("prune", [f"model.path={recipe.teacher}", f"data.path={recipe.data.calib}", "output=unused",
+                              *prune_args(student), *_search_data_args("unused", "unused")]).prune  # fmt: skip
+
+
+def _student_depths(recipe: Recipe, arch, student) -> tuple[set, set]:
+    """Depth metrics and contiguous-window sizes a student's pruning reads from the importance scores; a budget
+    student needs the windows of every candidate its search scores (rung b's top_n)."""
+    from minitron.prune.plan import needed_depth_metrics
+    from minitron.prune.search_space import check_budget, depth_windows
+
+    settings = _prune_settings(recipe, student)
+    if settings.target.primary() is None:
+        metrics, windows = needed_depth_metrics(arch, settings.targets())
+        return set(metrics), set(windows)
+    candidates = check_budget(arch, settings.search, settings.target, recipe.parallel.tp)[: settings.search.top_n]
+    if settings.depth_metric != "window_loss":
+        return {settings.depth_metric}, set()
+    windows = set(depth_windows(arch, candidates))
+    return ({"window_loss"} if windows else set()), windows
+
+
 def _depth_args(recipe: Recipe, teacher: str) -> list[str]:
     """Importance args asking for exactly the depth metrics and windows the students need."""
     from minitron.models.checkpoint import open_model
-    from minitron.prune.plan import PruneTargets, needed_depth_metrics
 
     if _has(recipe.importance_args, "importance.depth_metrics") and _has(
         recipe.importance_args, "importance.window_sizes"
@@ -78,7 +119,7 @@ def _depth_args(recipe: Recipe, teacher: str) -> list[str]:
     arch = open_model(teacher).arch
     metrics, windows = {"block_influence"}, set()
     for student in recipe.students.values():
-        needed, sizes = needed_depth_metrics(arch, PruneTargets(**student.prune))
+        needed, sizes = _student_depths(recipe, arch, student)
         metrics.update(needed)
         windows.update(sizes)
     args = []
@@ -184,11 +225,13 @@ def plan_prune(plan: Plan) -> None:
     recipe = plan.recipe
     for name, student in recipe.students.items():
         pruned = plan.student_dir(name) / "pruned"
-        targets = [f"prune.{key}={_value(value)}" for key, value in student.prune.items()]
+        targets = prune_args(student)
+        if _prune_settings(recipe, student).target.primary() is not None:  # a budget: the shape is searched
+            targets += _search_data_args(plan.train_data, recipe.data.heldout)
         plan.add(f"prune_{name}", "prune",
                  [f"model.path={plan.teacher}", f"data.path={recipe.data.calib}", f"output={pruned}",
                   f"prune.scores={plan.run / 'importance'}", *plan.parallel, *recipe.importance_args, *targets],
-                 pruned, f"prune the {name} student from the saved scores")  # fmt: skip
+                 pruned, f"prune the {name} student from the saved scores", row=f"{name}, pruned")  # fmt: skip
 
 
 def _student_run(plan: Plan, name: str, kind: str, command: str, inputs: list[str], extra: list[str], about: str):

@@ -54,10 +54,14 @@ def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> 
     recipe, records = cfg.recipe, manifest.get("stages", {})
     models = [row for stage in stages if stage.command == "eval" for row in [_row(stage.output)] if row is not None]
     by_name = {row["name"]: row for row in models}
-    throughput = []  # one entry per timed architecture, in the plan's order
+    throughput, searches = [], []  # one entry per timed architecture / per searched student, in the plan's order
     for stage in stages:
         row = by_name.get(stage.row)
-        if stage.command == "evaluate" and row is not None:
+        search = Path(stage.output or ".") / "search"
+        if stage.command == "prune" and (search / "candidates.md").is_file():
+            searches.append(dict(name=stage.row, table=(search / "candidates.md").read_text(),
+                                 plots=[str(path) for path in sorted(search.glob("*.png"))]))  # fmt: skip
+        elif stage.command == "evaluate" and row is not None:
             row["tasks"] = _task_results(stage.output)
         elif stage.command == "bench" and row is not None:
             measured = _throughput(stage.output)
@@ -77,6 +81,7 @@ def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> 
         "models": models,
         "benchmarks": {"tasks": list(recipe.benchmarks.tasks)},
         "throughput": throughput,
+        "searches": searches,
         "reference_teacher": reference,
         "curves": [stage.curve for stage in stages if stage.curve is not None],
         "stages": [

@@ -288,6 +288,17 @@ def test_shipped_recipes_compose_and_plan():
         demo = schema.to_object(compose("pipeline")).recipe  # the default recipe is the demo
     assert demo.name == "demo_smollm2" and demo.budget.tokens == 20 * 8 * 512
     assert demo.students["width"].from_scratch and os.path.basename(demo.teacher) == "smollm2-135m"
+    # the paper's recipe scores every model with the paper's tasks and shots (Table 1)
+    with initialize_config_dir(config_dir=schema.CONF_DIR, version_base=None):
+        paper = schema.to_object(compose("pipeline", overrides=["recipe=llama31_8b_minitron_4b"]))
+    stages = {stage.name: stage for stage in plan_stages(paper, teacher_exists=False)}
+    evaluated = [name for name in stages if name.startswith("tasks_")]
+    assert evaluated == ["tasks_teacher", "tasks_teacher_corrected", "tasks_width_pruned", "tasks_width_distilled",
+                         "tasks_depth_pruned", "tasks_depth_distilled"]  # fmt: skip
+    for shots in ("mmlu=5", "winogrande=5", "hellaswag=10", "arc_challenge=25", "gsm8k=5"):
+        assert f"+eval.fewshot.{shots}" in stages["tasks_width_distilled"].args
+    assert [name for name in stages if name.startswith("bench_")] == ["bench_teacher", "bench_width_distilled",
+                                                                      "bench_depth_distilled"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -365,3 +376,40 @@ def test_pipeline_at_tp2_under_the_torchrun_launcher(teacher_model, tmp_path):
     ratio = timed["width, distilled"]["decode_tokens_per_s"] / timed["teacher"]["decode_tokens_per_s"]
     assert f"| {ratio:.2f}x |" in report
     assert (run / "accuracy_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_student_given_a_budget_is_searched_then_distilled(teacher_model, tmp_path):
+    """`students.NAME.prune.target`: importance computes the windows of every candidate the search scores, the
+    prune stage searches the shape and writes the winner, distillation and the report go on as for any student."""
+    from minitron.models.checkpoint import open_model
+
+    teacher = open_model(teacher_model).arch
+    budget = int(0.6 * teacher.non_embedding_params)
+    search = {"hidden_size_divisor": 12, "ffn_hidden_size_divisor": 32, "num_layers_divisor": 1,
+              "max_width_pruning": 0.5, "max_depth_pruning": 0.5, "top_n": 3}  # fmt: skip
+    conf = tiny_recipe(tmp_path / "conf", teacher_model, steps=2,
+                       teacher_correction={"enabled": False, "args": []},
+                       students={"searched": {"prune": {"target": {"non_embedding_params": budget}, "search": search}}})  # fmt: skip
+    run = tmp_path / "run"
+    result = run_cli(*pipeline_args(conf, run), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    stages = manifest(run)
+    pruned = stages["prune_searched"]["result"]
+    table = json.loads((run / "students" / "searched" / "pruned" / "search" / "candidates.json").read_text())
+    scored = [row for row in table["candidates"] if row.get("loss_b") is not None]
+    assert len(scored) == 3 and sum(row["chosen"] for row in scored) == 1
+    chosen = min(scored, key=lambda row: row["loss_b"])
+    assert chosen["chosen"] and 0.95 * budget <= chosen["non_embedding_params"] <= budget
+    built = open_model(run / "students" / "searched" / "pruned").arch
+    assert (built.num_layers, built.hidden_size, built.ffn_hidden_size) == (
+        chosen["num_layers"], chosen["hidden_size"], chosen["ffn_hidden_size"])
+    assert built.non_embedding_params == chosen["non_embedding_params"]
+    # the importance stage estimated the window losses of every depth among the scored candidates
+    depths = sorted({teacher.num_layers - row["num_layers"] for row in scored} - {0})
+    importance = " ".join(stages["importance"]["args"])
+    assert (f"importance.window_sizes={json.dumps(depths, separators=(',', ':'))}" in importance) == bool(depths)
+    assert pruned is not None and stages["distill_searched"]["result"]["steps"] == 2
+    report = (run / "report.md").read_text()
+    assert "## Architecture search: searched, pruned" in report and "| name | num_layers |" in report
+    assert "](students/searched/pruned/search/loss_vs_params.png)" in report
