@@ -195,6 +195,25 @@ CASES = [
     ("distill", "distill teacher.path={model} student.path={model} data.path={data} output={out} "
      + SMALL_TRAIN, "output={out} is being written by another minitron process (pid 4242)", "{out}"),
     # -- pipeline -----------------------------------------------------------------------------------------------
+    # -- sft, dpo and their data ----------------------------------------------------------------------------------
+    ("data", "data prepare data.format=preference data.path={zoo}/align/no_chosen.jsonl model.path={model} output={out} "
+     "data.chat_template={zoo}/chatml.jinja", "no_chosen.jsonl: line 2: no string field 'chosen'"),
+    ("data", "data prepare data.format=preference data.path={zoo}/align/empty_answer.jsonl model.path={model} "
+     "output={out} data.chat_template={zoo}/chatml.jinja", "line 1: field 'rejected' is an empty answer"),
+    ("data", "data prepare data.format=preference data.path={zoo}/align/pairs.jsonl model.path={model} output={out}",
+     "its tokenizer has no chat template; pass data.chat_template=FILE"),
+    ("data", "data prepare data.format=sft data.path={zoo}/align/long_prompt.jsonl model.path={model} output={out} "
+     "data.chat_template={zoo}/chatml.jinja data.seq_length=32 data.truncation=off",
+     "longer than data.seq_length=32 and data.truncation=off; raise data.seq_length"),
+    ("data", "data prepare data.format=chat data.path={zoo}/align/pairs.jsonl model.path={model} output={out}",
+     "data.format='chat': use one of text, sft, preference"),
+    ("dpo", "dpo model.path={model} reference.path={other} data.path={zoo}/prefs output={out} train.seq_length=96 "
+     "train.global_batch_size=2 train.steps=1", "reference.path={other} has another tokenizer than model.path"),
+    ("dpo", "dpo model.path={model} data.path={data} output={out} train.seq_length=96",
+     "data.path={data}: not a preference dataset"),
+    ("dpo", "dpo model.path={model} data.path={zoo}/prefs output={out} align.loss=kto", "align.loss='kto': use one of"),
+    ("sft", "sft model.path={model} data.path={zoo}/prefs output={out} train.seq_length=96",
+     "not a sft dataset (format minitron-chat-dataset, kind preference)"),
     # -- evaluate, generate, bench ------------------------------------------------------------------------------
     ("evaluate", "evaluate model.path={model} output={out} eval.tasks=[nosuch]",
      "eval.tasks: unknown task 'nosuch'; known tasks: mmlu, hellaswag"),
@@ -275,7 +294,24 @@ def zoo(tiny_models, tmp_path_factory) -> dict:
     other = swapped_tokenizer(Path(shutil.copytree(model, root / "other_model")))
     prepare_dataset(corpus, other, z / "other_tokenizer", workers=1, progress=False)
     pyarrow.parquet.write_table(pyarrow.table({"text": [WORDS]}), z / "good.parquet")
-    return {"root": root, "model": model, "zoo": z, "text": text, "data": data}
+    _align_zoo(z, model)
+    return {"root": root, "model": model, "zoo": z, "text": text, "data": data, "other": other}
+
+
+def _align_zoo(z: Path, model: Path) -> None:
+    """Chat/preference rows for the sft/dpo cases, a ChatML template file and a prepared preference dataset."""
+    from tests.align.align_helpers import CHATML, prepare, preference_rows, write_jsonl
+
+    (z / "align").mkdir()
+    (z / "chatml.jinja").write_text(CHATML)
+    write_jsonl(z / "align" / "pairs.jsonl", preference_rows(2))
+    write_jsonl(z / "align" / "no_chosen.jsonl", [preference_rows(1)[0], {"prompt": "p", "rejected": "r"}])
+    write_jsonl(z / "align" / "empty_answer.jsonl", [{"prompt": "p", "chosen": "c", "rejected": ""}])
+    write_jsonl(z / "align" / "long_prompt.jsonl", [{"prompt": "x" * 50, "completion": "y"}])
+    prepare(z, model, "preference", preference_rows(4), seq_length=96)
+    Path(f"{z / 'preference'}.bin").rename(f"{z / 'prefs'}.bin")
+    for suffix in (".idx", ".json", ".mask.bin", ".mask.idx", ".reward.bin", ".reward.idx"):
+        Path(f"{z / 'preference'}{suffix}").rename(f"{z / 'prefs'}{suffix}")
 
 
 @pytest.mark.parametrize("command,line,message,lock", [(*case, None)[:4] for case in CASES],

@@ -1,7 +1,8 @@
 """One optimizer step, and a validation pass, through Megatron-Core's pipeline schedules.
 
 A micro-batch is a dict of ``[micro_batch, seq]`` tensors: ``tokens`` (input ids), ``labels`` (next
-tokens), ``loss_mask`` (1.0 where the label counts) and ``position_ids``. ``get_forward_backward_func``
+tokens), ``loss_mask`` (1.0 where the label counts) and ``position_ids``, and for packed SFT examples
+``attention_mask`` ``[micro_batch, 1, seq, seq]`` (True = masked). ``get_forward_backward_func``
 runs ``num_micro_batches`` of them through this rank's stage (no pipelining at PP=1, 1F1B at PP>1);
 the last stage computes the vocab-parallel cross-entropy ``[b, s]`` and returns its masked sum and token
 count, which the schedule accumulates and ``finalize_model_grads`` turns into a per-token mean.
@@ -49,7 +50,10 @@ def forward_step(data_iterator, model):
     tokens = batch["tokens"].to(device, non_blocking=True)
     position_ids = batch["position_ids"].to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
-    output = model(tokens, position_ids, None, labels=labels)  # [b, s] loss on the last stage, hidden elsewhere
+    attention_mask = batch.get("attention_mask")  # [b, 1, s, s] bool, True = masked: packed SFT examples
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device, non_blocking=True)
+    output = model(tokens, position_ids, attention_mask, labels=labels)  # [b, s] loss on the last stage, hidden elsewhere
     return output, partial(_loss_func, batch["loss_mask"])
 
 
