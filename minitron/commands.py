@@ -58,6 +58,8 @@ COMMANDS: dict[str, Command] = {
                 "minitron.recipes.sft", "sft", parallel=True),
         Command("dpo", "preference optimisation (DPO, IPO, RPO) against a frozen reference, in rounds; resumes",
                 "minitron.recipes.dpo", "dpo", parallel=True),
+        Command("rewards", "held-out preference accuracy: implicit rewards of an aligned policy vs its reference",
+                "minitron.recipes.rewards", "rewards", parallel=True),
         Command("pipeline", "the whole recipe in one resumable command: importance, prune, distill, eval, export, report",
                 "minitron.recipes.pipeline", "pipeline"),
         Command("assets", "fetch the demo teacher, corpus and evaluation data (`minitron assets fetch`)",

@@ -4,6 +4,7 @@
     minitron generate model.path=DIR prompt="Once upon a time" generate.chat=false generate.max_new_tokens=100
     minitron generate model.path=DIR prompt="Tell me a joke" generate.do_sample=true generate.temperature=0.7 generate.top_p=0.9
     torchrun --nproc-per-node 2 $(which minitron) generate model.path=DIR prompt="Hi" parallel.tp=2
+    minitron generate model.path=DIR 'prompts=["What is 2+2?","Name a colour."]' output=answers.json   # several
 
 DIR is an HF directory or a minitron Megatron checkpoint. The prompt is wrapped in the tokenizer's chat
 template when it has one (generate.chat=false: plain text). Generation stops at an EOS token (the
@@ -15,6 +16,7 @@ with the text, its token ids and the prefill/decode speeds.
 from minitron import runtime
 from minitron.config import schema
 from minitron.errors import MinitronError
+from minitron.fsutil import check_not_an_input, write_json_atomic
 from minitron.eval.generation import Sampling, Timing, eos_token_ids, generate
 from minitron.eval.harness import check_tokenizer
 from minitron.models import checkpoint
@@ -36,32 +38,46 @@ def main(cfg) -> None:
         raise MinitronError(
             f"generate.chat=true but the tokenizer of {source.path} has no chat template; use generate.chat=false"
         )
-    if chat:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": cfg.prompt}], tokenize=False, add_generation_prompt=True
-        )
-        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        prompt = tokenizer(cfg.prompt)["input_ids"]
-    if len(prompt) + settings.max_new_tokens > source.arch.max_position_embeddings:
-        raise MinitronError(f"the prompt ({len(prompt)} tokens) plus generate.max_new_tokens={settings.max_new_tokens} exceeds the "
+    prompts = [_encode(tokenizer, text, chat) for text in cfg.all_prompts]
+    longest = max(prompts, key=len)
+    if len(longest) + settings.max_new_tokens > source.arch.max_position_embeddings:
+        raise MinitronError(f"the prompt ({len(longest)} tokens) plus generate.max_new_tokens={settings.max_new_tokens} exceeds the "
                             f"model's context of {source.arch.max_position_embeddings} tokens; shorten one of them")  # fmt: skip
+    if cfg.output:
+        check_not_an_input(cfg.output, [("model.path", cfg.model.path)])
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp)
     try:
         dtype = source.build_dtype(cfg.model.dtype, for_compute=True)
         model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype).eval()
         sampling = Sampling(settings.do_sample, settings.temperature, settings.top_k, settings.top_p, settings.seed)
-        timing = Timing()
-        (tokens,) = generate(model, [prompt], settings.max_new_tokens, sampling, tokenizer,
-                             eos_token_ids=eos_token_ids(tokenizer, source.carried_files), timing=timing)  # fmt: skip
-        output = tokenizer.decode(tokens, skip_special_tokens=True)
-        if runtime.is_main_process():
-            print(output, flush=True)
-        runtime.print_result({"text": output, "token_ids": tokens, "prompt_tokens": len(prompt), "chat": chat,
-                              "sampling": "greedy" if sampling.greedy else "sample", **timing.speeds()})  # fmt: skip
+        answers = []
+        for text, prompt in zip(cfg.all_prompts, prompts):
+            timing = Timing()
+            (tokens,) = generate(model, [prompt], settings.max_new_tokens, sampling, tokenizer,
+                                 eos_token_ids=eos_token_ids(tokenizer, source.carried_files), timing=timing)  # fmt: skip
+            output = tokenizer.decode(tokens, skip_special_tokens=True)
+            if runtime.is_main_process():
+                print(output, flush=True)
+            answers.append({"prompt": text, "text": output, "token_ids": tokens, "prompt_tokens": len(prompt),
+                            **timing.speeds()})  # fmt: skip
+        result = {**answers[0], "chat": chat, "sampling": "greedy" if sampling.greedy else "sample",
+                  "model": str(source.path)}  # fmt: skip
+        if len(answers) > 1:
+            result["answers"] = answers
+        if cfg.output and runtime.is_main_process():
+            write_json_atomic(cfg.output, result)
+        runtime.print_result(result)
     finally:
         teardown_distributed()
 
+
+def _encode(tokenizer, text: str, chat: bool) -> list[int]:
+    """Token ids of ``text``, wrapped in the chat template as one user turn when ``chat``."""
+    if chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)  # fmt: skip
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text)["input_ids"]
 
 if __name__ == "__main__":
     main()

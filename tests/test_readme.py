@@ -30,7 +30,8 @@ HEAVY = {
     "minitron prune": "8B-sized targets / default calibration set",
     "students/": "reads a pruned 8B student",
     "runs/distill": "reads the distillation of an 8B student",
-    "recipe=demo_smollm2": "the 25-minute demo (`make demo` runs it)",
+    "recipe=demo_smollm2": "the 35-minute demo (`make demo` runs it)",
+    "runs/sft": "reads the SFT run of an 8B student",
 }
 
 
@@ -111,7 +112,7 @@ def test_every_readme_command_works_as_written(workspace):
         heavy = [why for marker, why in HEAVY.items() if marker in command]
         args = minitron_args(command)
         if args[0] == "pipeline":  # plans and validates every stage; runs nothing
-            if "recipe=demo_smollm2" in command and not assets_present("smollm2-135m", "sotu", "benchmarks"):
+            if "_smollm2" in command and not assets_present("smollm2-135m", "sotu", "benchmarks", "align-demo"):
                 validate(args, home)
                 composed.append(command)
                 continue

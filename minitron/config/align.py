@@ -73,8 +73,32 @@ class DPOCommand:
     output: str = MISSING  # run directory (rounds > 1: OUTPUT/round-1 ... round-N, the last one's final/ is the result)
 
 
+@dataclass
+class RewardsSettings:
+    micro_batch_size: int = 4  # pairs per forward pass on one rank
+    seq_length: int = 512  # tokens per sequence (chosen or rejected); at least the dataset's longest
+    max_pairs: Optional[int] = None  # score only the first N pairs (null: all; rounded down to whole passes)
+
+    def __post_init__(self):
+        check_range("rewards.micro_batch_size", self.micro_batch_size, at_least=1)
+        check_range("rewards.seq_length", self.seq_length, at_least=2)
+        check_range("rewards.max_pairs", self.max_pairs, at_least=1, fix="or null for all")
+
+
+@dataclass
+class RewardsCommand:
+    model: ModelConfig = field(default_factory=ModelConfig)  # the aligned policy
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)  # what it was aligned against (its start)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # TP x PP; DP splits the pairs
+    data: AlignDataConfig = field(default_factory=AlignDataConfig)  # held-out pairs (`data.format=preference`)
+    align: AlignSettings = field(default_factory=AlignSettings)  # beta and averaging of the implicit reward
+    rewards: RewardsSettings = field(default_factory=RewardsSettings)  # batch and length
+    output: Optional[str] = None  # also write the result JSON here, atomically
+
+
 def register() -> None:
     """Register the alignment schemas with Hydra's ConfigStore (called by ``schema.register``)."""
     store = ConfigStore.instance()
     store.store(name="sft_schema", node=SFTCommand)
     store.store(name="dpo_schema", node=DPOCommand)
+    store.store(name="rewards_schema", node=RewardsCommand)

@@ -106,8 +106,20 @@ class GenerateSettings:
 class GenerateCommand:
     model: ModelConfig = field(default_factory=ModelConfig)  # the model (HF directory or minitron checkpoint)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)  # TP x PP (every process runs the same generation)
-    prompt: str = MISSING  # the prompt text, e.g. 'prompt="What is the capital of France?"'
+    prompt: Optional[str] = None  # the prompt text, e.g. 'prompt="What is the capital of France?"'
+    prompts: List[str] = field(default_factory=list)  # several prompts, answered in turn by one loaded model
     generate: GenerateSettings = field(default_factory=GenerateSettings)  # length and sampling
+    output: Optional[str] = None  # also write the result JSON here, atomically
+
+    def __post_init__(self):
+        if self.prompt is None and not self.prompts:
+            raise MinitronError('prompt is required: pass prompt=... (e.g. prompt="Hi"), or prompts=[...] for several')
+        if self.prompt is not None and self.prompts:
+            raise MinitronError("prompt and prompts are both set: give one prompt= or a list prompts=[...]")
+
+    @property
+    def all_prompts(self) -> list[str]:
+        return [self.prompt] if self.prompt is not None else list(self.prompts)
 
 
 @dataclass

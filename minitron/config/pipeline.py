@@ -112,6 +112,29 @@ class RecipeThroughput:
 
 
 @dataclass
+class AlignStage:
+    data: str = MISSING  # JSONL: chat rows ({"messages"} or {"prompt", "completion"}) for sft; {"prompt", "chosen", "rejected"} for dpo
+    args: List[str] = field(
+        default_factory=list
+    )  # `minitron sft` / `minitron dpo` overrides (train.steps, train.lr, align.loss, align.rounds, ...)
+
+
+@dataclass
+class StudentAlign:
+    sft: List[AlignStage] = field(default_factory=list)  # SFT stages in order, each from the previous one's output
+    dpo: Optional[AlignStage] = None  # preference optimisation (DPO/IPO/RPO, align.rounds) after the SFT stages
+    seq_length: int = 512  # tokens per example: the prepared data's limit and train.seq_length
+
+
+@dataclass
+class AlignmentReport:
+    heldout_pairs: Optional[str] = None  # held-out {"prompt", "chosen", "rejected"} JSONL: reward accuracy of each aligned student
+    prompts: List[str] = field(default_factory=list)  # fixed prompts answered greedily by the teacher and every student's final model
+    max_new_tokens: int = 48  # tokens generated per answer
+    args: List[str] = field(default_factory=list)  # `minitron rewards` overrides (rewards.max_pairs, align.beta, ...)
+
+
+@dataclass
 class Student:
     prune: Dict[str, Any] = field(
         default_factory=dict
@@ -120,6 +143,7 @@ class Student:
     # or a conf/prune/ file: {config: smollm2_search_50pct}
     distill: bool = True  # distill the pruned student from the teacher for the token budget
     from_scratch: bool = False  # baseline: train this architecture from random init on the same tokens
+    align: Optional[StudentAlign] = None  # alignment after distillation: SFT stages, then DPO/RPO rounds
 
 
 @dataclass
@@ -145,6 +169,9 @@ class Recipe:
     throughput: RecipeThroughput = field(
         default_factory=RecipeThroughput
     )  # tokens/s of the teacher and the students, in the report's throughput table
+    alignment: AlignmentReport = field(
+        default_factory=AlignmentReport
+    )  # what the report shows of alignment: held-out reward accuracy, greedy answers to fixed prompts
     export: bool = True  # write every distilled student as a Hugging Face directory (students/NAME/hf)
 
     def validate(self) -> None:
@@ -166,6 +193,12 @@ class Recipe:
                     f"recipe.students.{name}.prune: unknown {unknown}; use any of {', '.join(PRUNE_TARGETS)}"
                 )
         self.benchmarks.validate()
+        for name, student in self.students.items():
+            if student.align is not None and not student.distill:
+                raise MinitronError(f"recipe.students.{name}.align: alignment starts from the distilled student; "
+                                    "set distill: true or drop align")  # fmt: skip
+            if student.align is not None and not (student.align.sft or student.align.dpo):
+                raise MinitronError(f"recipe.students.{name}.align: give sft stages, a dpo stage, or both")
         for section in ("distill_args", "scratch_args"):
             for arg in getattr(self, section):
                 if arg.split("=", 1)[0].lstrip("+~") in BUDGET_KEYS:

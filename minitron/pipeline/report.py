@@ -392,6 +392,34 @@ def plot_accuracy_throughput(summary: dict, path: Path) -> Path:
 # ---------------------------------------------------------------- report.md
 
 
+def alignment_lines(summary: dict) -> list[str]:
+    """Held-out reward accuracy of the aligned students and the greedy answers to the fixed prompts; [] if none."""
+    lines = []
+    scored = [row for row in summary.get("models") or [] if row.get("rewards")]
+    if scored:
+        lines += ["Implicit rewards beta x (log pi - log pi_ref) on held-out preference pairs, against the model each "
+                  "student's preference optimisation started from (`minitron rewards`):", "",
+                  "| model | pairs | reward accuracy | margin | chosen | rejected |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for row in scored:
+            rewards = row["rewards"]
+            lines.append("| " + " | ".join(_cell(text) for text in (
+                row.get("name", "?"), _tokens(rewards.get("pairs")), _accuracy(rewards.get("rewards/accuracies")),
+                _loss(rewards.get("rewards/margins")), _loss(rewards.get("rewards/chosen")),
+                _loss(rewards.get("rewards/rejected")))) + " |")  # fmt: skip
+        lines.append("")
+        lines.append("Task accuracy before and after alignment: the *distilled* and *aligned* rows of the tables above.")
+    answered = summary.get("answers") or []
+    if answered:
+        lines += ["", "Greedy answers to the recipe's fixed prompts (`minitron generate`):"]
+        prompts = [answer["prompt"] for answer in answered[0]["answers"]]
+        for index, prompt in enumerate(prompts):
+            lines += ["", f"**{_cell(prompt)}**", ""]
+            for model in answered:
+                text = model["answers"][index]["text"] if index < len(model["answers"]) else None
+                lines.append(f"- *{_cell(model['name'])}*: {_cell(text if text is not None else '-').strip()}")
+    return lines
+
+
 def _relative(path: str, run_dir: Optional[Path]) -> str:
     """``path`` relative to the report's directory where it lies inside it (so the report renders anywhere)."""
     try:
@@ -434,6 +462,9 @@ def render_markdown(summary: dict, checks: list[dict], run_dir: Optional[Path] =
         lines += ["", "## Throughput", "", *speed]
     if summary.get("accuracy_plot"):
         lines += ["", f"![accuracy vs throughput]({ACCURACY_PNG})"]
+    alignment = alignment_lines(summary)
+    if alignment:
+        lines += ["", "## Alignment", "", *alignment]
     for search in summary.get("searches") or []:
         lines += ["", f"## Architecture search: {search.get('name', '?')}", "",
                   "The student's shape was searched to its budget (`minitron prune prune.target.*`); every scored "

@@ -12,6 +12,10 @@ type, writing into the run directory::
     RUN/eval/MODEL.json                    held-out loss and KL to the teacher, the report's row (eval)
     RUN/tasks/MODEL/results.json           lm-eval task accuracy of the row (evaluate; recipe.benchmarks)
     RUN/throughput/MODEL.json              prefill / decode tokens/s (bench; recipe.throughput)
+    RUN/data/align/KIND_NAME_SEQ           alignment data, tokenized once (data prepare data.format=sft|preference)
+    RUN/students/NAME/sft[K]/, dpo/        alignment: SFT stages, then DPO/RPO rounds (sft, dpo; students.NAME.align)
+    RUN/align/NAME_rewards.json            held-out reward accuracy of the aligned student (rewards)
+    RUN/answers/MODEL.json                 greedy answers to the recipe's fixed prompts (generate)
     RUN/students/NAME/hf/                  the distilled student for transformers / vLLM (convert)
     RUN/report.md, RUN/*.png               the tables, the curves, accuracy vs throughput (report)
 
@@ -140,6 +144,7 @@ class Plan:
     teacher: str = ""  # the teacher every later stage uses (HF directory; the corrected one when there is one)
     train_data: str = ""  # prefix of the tokenized training data
     models: list[dict] = field(default_factory=list)  # what the eval stages measure: path + report tags, in order
+    aligned: list[dict] = field(default_factory=list)  # per aligned student: name, final model, DPO reference, beta
 
     @property
     def recipe(self) -> Recipe:
@@ -262,15 +267,60 @@ def plan_scratch(plan: Plan) -> None:
                          f"baseline: the {name} architecture from random init, same tokens")  # fmt: skip
 
 
+def _prepare_align_data(plan: Plan, path: str, kind: str, seq_length: int) -> str:
+    """Tokenize an alignment JSONL once per run with the teacher's tokenizer (the students share it); its prefix."""
+    name = f"data_{kind}_{Path(path).stem}_{seq_length}"
+    prefix = plan.run / "data" / "align" / name[len("data_"):]
+    if not any(stage.name == name for stage in plan.stages):
+        plan.add(name, "data", ["prepare", f"data.format={kind}", f"data.path={path}", f"model.path={plan.teacher}",
+                                f"data.seq_length={seq_length}", f"output={prefix}"],
+                 prefix, f"tokenize {Path(path).name} ({kind}, chat template, answer-token masks)")  # fmt: skip
+    return str(prefix)
+
+
+def plan_align(plan: Plan) -> None:
+    """Each student with an ``align`` block: its SFT stages in order from the distilled model, then DPO/RPO rounds
+    referenced to the SFT output; the aligned model becomes a row of every table."""
+    from minitron.config.compose import validate
+
+    for name, student in plan.recipe.students.items():
+        align = student.align
+        if align is None:
+            continue
+        start, reference, beta = plan.student_dir(name) / "distilled" / "final", None, None
+        seq = [f"train.seq_length={align.seq_length}"]
+        for number, sft in enumerate(align.sft, 1):
+            out = plan.student_dir(name) / ("sft" if len(align.sft) == 1 else f"sft{number}")
+            plan.add(f"sft_{name}" if len(align.sft) == 1 else f"sft_{name}_{number}", "sft", [f"model.path={start}", f"data.path={_prepare_align_data(plan, sft.data, 'sft', align.seq_length)}",
+                             f"output={out}", *plan.parallel, *seq, *sft.args],
+                     out, f"supervised fine-tuning of the {name} student on {Path(sft.data).name}")  # fmt: skip
+            start = out / "final"
+        if align.dpo is not None:
+            out = plan.student_dir(name) / "dpo"
+            args = [f"model.path={start}", f"data.path={_prepare_align_data(plan, align.dpo.data, 'preference', align.seq_length)}",
+                    f"output={out}", *plan.parallel, *seq, *align.dpo.args]  # fmt: skip
+            settings = validate("dpo", args).align
+            plan.add(f"dpo_{name}", "dpo", args, out, f"{settings.loss} x {settings.rounds} round(s) of the {name} student")
+            reference, beta = start, settings
+            start = out / "final" if settings.rounds == 1 else out / f"round-{settings.rounds}" / "final"
+        plan.measure(start, f"{name}, aligned", "aligned", name)
+        plan.aligned.append(dict(name=name, final=str(start), reference=reference and str(reference), settings=beta,
+                                 seq_length=align.seq_length))  # fmt: skip
+
+
 def plan_eval(plan: Plan) -> None:
     """Held-out loss and KL to the (corrected) teacher of every model: one eval stage and JSON row each.
 
     Rows: the teachers, then each student's pruned, distilled and from-scratch models together."""
     recipe = plan.recipe
+    aligned = {model["student"]: model for model in plan.models if model["role"] == "aligned"}
+    plan.models = [model for model in plan.models if model["role"] != "aligned"]
     for name, student in recipe.students.items():
         plan.measure(plan.student_dir(name) / "pruned", f"{name}, pruned", "pruned", name)
         if student.distill:
             plan.measure(plan.student_dir(name) / "distilled" / "final", f"{name}, distilled", "distilled", name)
+        if name in aligned:
+            plan.models.append(aligned[name])
         if student.from_scratch:
             plan.measure(plan.student_dir(name) / "scratch" / "final", f"{name}, from scratch", "scratch", name)
     for model in plan.models:
@@ -316,6 +366,35 @@ def plan_throughput(plan: Plan) -> None:
                  output, f"prefill and decode tokens/s: {model['name']}", row=model["name"])  # fmt: skip
 
 
+def plan_alignment_report(plan: Plan) -> None:
+    """Held-out reward accuracy of each student aligned with DPO/RPO (``minitron rewards``), and the greedy answers
+    of the teacher and every student's final model to the recipe's fixed prompts (``minitron generate``)."""
+    report = plan.recipe.alignment
+    for aligned in plan.aligned:
+        if report.heldout_pairs and aligned["reference"] is not None:
+            settings, output = aligned["settings"], plan.run / "align" / f"{aligned['name']}_rewards.json"
+            pairs = _prepare_align_data(plan, report.heldout_pairs, "preference", aligned["seq_length"])
+            plan.add(f"rewards_{aligned['name']}", "rewards",
+                     [f"model.path={aligned['final']}", f"reference.path={aligned['reference']}", f"data.path={pairs}",
+                      *plan.parallel, f"rewards.seq_length={aligned['seq_length']}", f"align.beta={settings.beta}",
+                      f"align.average_logps={_value(settings.average_logps)}", *report.args, f"output={output}"],
+                     output, f"held-out reward accuracy of the aligned {aligned['name']} student",
+                     row=f"{aligned['name']}, aligned")  # fmt: skip
+    if not report.prompts:
+        return
+    answering = [model for model in plan.models if model["role"] == "teacher"]
+    for name in plan.recipe.students:
+        rows = [model for model in plan.models if model["student"] == name and model["role"] in ("distilled", "aligned")]
+        answering += rows[-1:]
+    for model in answering:
+        output = plan.run / "answers" / f"{_slug(model['name'])}.json"
+        plan.add(f"answers_{_slug(model['name'])}", "generate",
+                 [f"model.path={model['path']}", *plan.parallel, f"prompts={_value(list(report.prompts))}",
+                  f"generate.max_new_tokens={report.max_new_tokens}", f"output={output}"],
+                 output, f"greedy answers to {len(report.prompts)} fixed prompts: {model['name']}",
+                 row=model["name"])  # fmt: skip
+
+
 def plan_export(plan: Plan) -> None:
     if not plan.recipe.export:
         return
@@ -331,8 +410,8 @@ def plan_report(plan: Plan) -> None:
     plan.add(REPORT, REPORT, [], plan.run / "report.md", "report.md and its plots")
 
 
-PLANNERS = (plan_assets, plan_data, plan_teacher, plan_importance, plan_prune, plan_distill, plan_scratch, plan_eval,
-            plan_benchmarks, plan_throughput, plan_export, plan_report)  # fmt: skip
+PLANNERS = (plan_assets, plan_data, plan_teacher, plan_importance, plan_prune, plan_distill, plan_scratch, plan_align,
+            plan_eval, plan_benchmarks, plan_throughput, plan_alignment_report, plan_export, plan_report)  # fmt: skip
 
 
 def plan_stages(cfg: PipelineCommand, teacher_exists: bool = True) -> list[Stage]:

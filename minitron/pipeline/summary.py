@@ -54,13 +54,20 @@ def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> 
     recipe, records = cfg.recipe, manifest.get("stages", {})
     models = [row for stage in stages if stage.command == "eval" for row in [_row(stage.output)] if row is not None]
     by_name = {row["name"]: row for row in models}
-    throughput, searches = [], []  # one entry per timed architecture / per searched student, in the plan's order
+    throughput, searches, answers = [], [], []  # one entry per timed architecture / per searched student, in the plan's order
     for stage in stages:
         row = by_name.get(stage.row)
         search = Path(stage.output or ".") / "search"
         if stage.command == "prune" and (search / "candidates.md").is_file():
             searches.append(dict(name=stage.row, table=(search / "candidates.md").read_text(),
                                  plots=[str(path) for path in sorted(search.glob("*.png"))]))  # fmt: skip
+        elif stage.command == "rewards" and row is not None:
+            row["rewards"] = _read_json(stage.output)
+        elif stage.command == "generate" and row is not None:
+            result = _read_json(stage.output)
+            if result is not None:
+                answers.append(dict(name=row["name"], answers=[dict(prompt=a.get("prompt"), text=a.get("text"))
+                                                               for a in result.get("answers") or [result]]))  # fmt: skip
         elif stage.command == "evaluate" and row is not None:
             row["tasks"] = _task_results(stage.output)
         elif stage.command == "bench" and row is not None:
@@ -82,6 +89,7 @@ def build_summary(cfg: PipelineCommand, stages: list[Stage], manifest: dict) -> 
         "benchmarks": {"tasks": list(recipe.benchmarks.tasks)},
         "throughput": throughput,
         "searches": searches,
+        "answers": answers,
         "reference_teacher": reference,
         "curves": [stage.curve for stage in stages if stage.curve is not None],
         "stages": [

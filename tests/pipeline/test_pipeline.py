@@ -413,3 +413,50 @@ def test_a_student_given_a_budget_is_searched_then_distilled(teacher_model, tmp_
     report = (run / "report.md").read_text()
     assert "## Architecture search: searched, pruned" in report and "| name | num_layers |" in report
     assert "](students/searched/pruned/search/loss_vs_params.png)" in report
+
+
+@pytest.mark.slow
+def test_alignment_stages_after_distillation(teacher_model, tmp_path):
+    """students.NAME.align: SFT then DPO in 2 rounds from the distilled student; the aligned model is a row of the
+    report, with its held-out reward accuracy; the teacher and the aligned student answer the fixed prompts."""
+    import shutil
+
+    from align.align_helpers import CHATML, preference_rows, sft_rows, write_jsonl
+
+    teacher = shutil.copytree(teacher_model, tmp_path / "teacher")  # the tiny teacher, with a chat template
+    config = json.loads((teacher / "tokenizer_config.json").read_text())
+    (teacher / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHATML}))
+    data = tmp_path / "align"
+    data.mkdir()
+    steps = ["train.steps=2", "train.global_batch_size=2", "train.micro_batch_size=2", "train.lr=1e-3",
+             "logging.progress=false"]  # fmt: skip
+    align = {"sft": [{"data": str(write_jsonl(data / "chat.jsonl", sft_rows(8))), "args": steps}],
+             "dpo": {"data": str(write_jsonl(data / "pairs.jsonl", preference_rows(8))), "args": [*steps, "align.rounds=2"]},
+             "seq_length": 96}  # fmt: skip
+    conf = tiny_recipe(tmp_path / "conf", teacher, steps=2, teacher_correction={"enabled": False, "args": []},
+                       students={"width": {"prune": {"hidden_size": 48, "ffn_hidden_size": 128}, "align": align}},
+                       alignment={"heldout_pairs": str(write_jsonl(data / "heldout.jsonl", preference_rows(6))),
+                                  "prompts": ["say hi", "name a colour"], "max_new_tokens": 4})  # fmt: skip
+    run = tmp_path / "run"
+    result = run_cli(*pipeline_args(conf, run), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    stages = manifest(run)
+    names = list(stages)
+    assert names.index("distill_width") < names.index("sft_width") < names.index("dpo_width") < names.index(
+        "eval_width_aligned") < names.index("rewards_width") < names.index("answers_width_aligned")
+    assert stages["dpo_width"]["result"]["final"] == str(run / "students" / "width" / "dpo" / "round-2" / "final")
+    assert f"model.path={run / 'students' / 'width' / 'sft' / 'final'}" in stages["dpo_width"]["args"]
+    summary = json.loads((run / "summary.json").read_text())
+    rows = {row["name"]: row for row in summary["models"]}
+    aligned = rows["width, aligned"]
+    assert aligned["role"] == "aligned" and aligned["heldout_loss"] is not None
+    assert aligned["path"] == str(run / "students" / "width" / "dpo" / "round-2" / "final")
+    assert aligned["rewards"] == stages["rewards_width"]["result"] and aligned["rewards"]["pairs"] == 6
+    assert f"reference.path={run / 'students' / 'width' / 'sft' / 'final'}" in stages["rewards_width"]["args"]
+    answers = {entry["name"]: entry["answers"] for entry in summary["answers"]}
+    assert set(answers) == {"teacher", "width, aligned"}
+    assert [a["prompt"] for a in answers["teacher"]] == ["say hi", "name a colour"]
+    report = (run / "report.md").read_text()
+    accuracy = f"{100 * aligned['rewards']['rewards/accuracies']:.1f}"
+    assert "## Alignment" in report and f"| width, aligned | 6 | {accuracy} |" in report
+    assert "**say hi**" in report and "- *width, aligned*: " in report
