@@ -54,6 +54,8 @@ COMMANDS: dict[str, Command] = {
                 "minitron.recipes.prune", "prune", parallel=True),
         Command("distill", "distill a teacher into a (pruned) student on a tokenized corpus (KL on logits); resumes",
                 "minitron.recipes.distill", "distill", parallel=True),
+        Command("plan", "per-rank memory (weights, grads, optimizer, activations, logits, teacher) and step time of a layout",
+                "minitron.recipes.plan", "plan"),
         Command("pipeline", "the whole recipe in one resumable command: importance, prune, distill, eval, export, report",
                 "minitron.recipes.pipeline", "pipeline"),
         Command("assets", "fetch the demo teacher, corpus and evaluation data (`minitron assets fetch`)",

@@ -24,34 +24,16 @@ SWITCHES = ("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", 
 
 @dataclass
 class ScaleSettings:
-    # Split the activations outside the matmuls (norms, residuals) over the TP ranks along the sequence
-    # (Korthikanti et al. 2022): activation memory / tp; needs parallel.tp > 1. auto: on with TP > 1 on GPU.
-    sequence_parallel: Any = AUTO
-    # Reduce (reduce-scatter with the distributed optimizer) gradients bucket by bucket during the backward
-    # pass instead of after it. auto: on GPU with data parallelism.
-    overlap_grad_reduce: Any = AUTO
-    # All-gather the distributed optimizer's updated weights bucket by bucket during the next forward pass;
-    # needs train.distributed_optimizer=true. auto: on GPU with data parallelism and the distributed optimizer.
-    overlap_param_gather: Any = AUTO
-    # Activation recomputation: none | selective (the attention core: scores and softmax are recomputed in
-    # the backward pass) | full (only each recomputed layer's input is kept; the layer runs forward twice).
-    recompute: str = "none"
-    # recompute=full: uniform (every layer, in groups of recompute_num_layers) | block (only the first
-    # recompute_num_layers layers of each pipeline stage; the others keep their activations).
-    recompute_method: str = "uniform"
-    # recompute=full: layers per group (uniform) or recomputed layers per pipeline stage (block);
-    # null: 1 (uniform) or every layer of the stage (block).
-    recompute_num_layers: Optional[int] = None
-    # Fused SwiGLU of the MLP (Megatron's compiled GPU kernel). auto: on GPU.
-    bias_activation_fusion: Any = AUTO
-    # Fused rotary embedding (Transformer Engine's kernel). auto: on GPU with Transformer Engine.
-    rope_fusion: Any = AUTO
-    # Megatron's fused vocab-parallel cross-entropy for the language-model loss (compiled GPU kernel; same
-    # values to fp32 rounding). auto: on GPU.
-    cross_entropy_fusion: Any = AUTO
-    # Accumulate weight gradients into the fp32 main_grad inside the weight-gradient GEMM (Transformer
-    # Engine's linear layers or Apex's fused_weight_gradient_mlp_cuda). auto: on where present (GPU).
-    gradient_accumulation_fusion: Any = AUTO
+    sequence_parallel: Any = AUTO  # split norm/residual activations over TP ranks along the sequence; needs parallel.tp>1 (auto: on with TP>1 on GPU)
+    overlap_grad_reduce: Any = AUTO  # reduce(-scatter) gradients bucket by bucket during the backward pass (auto: on GPU with DP>1)
+    overlap_param_gather: Any = AUTO  # all-gather the distributed optimizer's updated weights during the next forward; needs train.distributed_optimizer=true (auto: on GPU with DP>1)
+    recompute: str = "none"  # activation recomputation: none | selective (the attention core) | full (keep each layer's input only, rerun it)
+    recompute_method: str = "uniform"  # recompute=full: uniform (every layer, in groups of recompute_num_layers) | block (the first recompute_num_layers layers of each pipeline stage)
+    recompute_num_layers: Optional[int] = None  # recompute=full: layers per group (uniform) or per stage (block); null: 1 (uniform), all (block)
+    bias_activation_fusion: Any = AUTO  # fused SwiGLU, Megatron's compiled GPU kernel (auto: on GPU)
+    rope_fusion: Any = AUTO  # fused rotary embedding, Transformer Engine's kernel (auto: on GPU with TE)
+    cross_entropy_fusion: Any = AUTO  # Megatron's fused vocab-parallel cross-entropy, a compiled GPU kernel, same values to fp32 rounding (auto: on GPU)
+    gradient_accumulation_fusion: Any = AUTO  # weight gradients accumulated into fp32 main_grad inside the GEMM: TE or Apex's fused_weight_gradient_mlp_cuda (auto: where present)
 
     def __post_init__(self):
         for name in SWITCHES:
