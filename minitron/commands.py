@@ -60,6 +60,8 @@ COMMANDS: dict[str, Command] = {
                 "minitron.recipes.dpo", "dpo", parallel=True),
         Command("rewards", "held-out preference accuracy: implicit rewards of an aligned policy vs its reference",
                 "minitron.recipes.rewards", "rewards", parallel=True),
+        Command("plan", "per-rank memory (weights, grads, optimizer, activations, logits, teacher) and step time of a layout",
+                "minitron.recipes.plan", "plan"),
         Command("pipeline", "the whole recipe in one resumable command: importance, prune, distill, eval, export, report",
                 "minitron.recipes.pipeline", "pipeline"),
         Command("assets", "fetch the demo teacher, corpus and evaluation data (`minitron assets fetch`)",

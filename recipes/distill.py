@@ -26,6 +26,7 @@ from minitron.distill import checks
 from minitron.distill.model import load_distillation
 from minitron.fsutil import check_not_an_input
 from minitron.parallel import output_lock, setup_distributed, teardown_distributed
+from minitron.parallel.scale import resolve_for_run
 from minitron.training import loop, rundir
 from minitron.training.data import build_train_data
 from minitron.training.engine import build_training_parts
@@ -39,6 +40,8 @@ def main(cfg) -> None:
     checks.check_distill_inputs(cfg, student, teacher, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
     checks.check_same_teacher(cfg.output, teacher)
     checks.check_same_hidden_pairs(cfg)
+    scale = resolve_for_run(cfg.train, cfg.parallel, int(os.environ.get("WORLD_SIZE", "1")), student.arch.num_layers,
+                            no_sequence_parallel="distill.hidden_pairs" if cfg.distill.hidden_pairs else None)  # fmt: skip
     check_not_an_input(cfg.output, [("teacher.path", cfg.teacher.path), ("student.path", cfg.student.path)])
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
@@ -48,13 +51,14 @@ def main(cfg) -> None:
             runtime.log(f"distill {teacher.path} -> {student.path} on {cfg.data.path}: {cfg.distill.loss} "
                         f"(T={cfg.distill.temperature}), {cfg.train.steps} steps x {cfg.train.global_batch_size} x "
                         f"{cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
-                        f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
+                        f"{str(dtype).replace('torch.', '')}, scale settings on: {scale.summary()}, "
+                        f"output {cfg.output}")  # fmt: skip
             run_dir = rundir.prepare(cfg.output, resolved, record=trains)
             if trains:
                 checks.record_teacher(run_dir, teacher)
             data = build_train_data(cfg, student, run_dir)
-            distill = load_distillation(student, teacher, ctx.tp, ctx.pp, dtype, cfg.distill, cfg.train.seed)
-            parts = build_training_parts(distill.student, cfg.train)
+            distill = load_distillation(student, teacher, ctx.tp, ctx.pp, dtype, cfg.distill, cfg.train.seed, scale)
+            parts = build_training_parts(distill.student, cfg.train, scale)
             result = loop.train(parts, data, cfg, run_dir, student, run_config=run_config,
                                 functions=distill.step_functions(), export=distill.export_final)  # fmt: skip
             loop.report(result, "distillation loss", "student")

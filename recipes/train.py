@@ -23,6 +23,7 @@ from minitron.config import schema
 from minitron.models import checkpoint
 from minitron.fsutil import check_not_an_input
 from minitron.parallel import output_lock, setup_distributed, teardown_distributed
+from minitron.parallel.scale import resolve_for_run
 from minitron.training import checks, loop, rundir
 from minitron.training.data import build_train_data
 from minitron.training.engine import build_training_parts
@@ -34,6 +35,7 @@ def main(cfg) -> None:
     cfg = schema.to_object(cfg)
     source = checkpoint.open_model(cfg.model.path, init=cfg.model.init)
     checks.check_train_inputs(cfg, source, int(os.environ.get("WORLD_SIZE", "1")))  # writes nothing
+    scale = resolve_for_run(cfg.train, cfg.parallel, int(os.environ.get("WORLD_SIZE", "1")), source.arch.num_layers)
     check_not_an_input(cfg.output, [("model.path", cfg.model.path)])
     ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
     try:
@@ -44,12 +46,13 @@ def main(cfg) -> None:
             runtime.log(f"train {model_name} on {cfg.data.path}: {cfg.train.steps} steps x "
                         f"{cfg.train.global_batch_size} "
                         f"x {cfg.train.seq_length} tokens, TP={ctx.tp} PP={ctx.pp} DP={ctx.dp}, "
-                        f"{str(dtype).replace('torch.', '')}, output {cfg.output}")  # fmt: skip
+                        f"{str(dtype).replace('torch.', '')}, scale settings on: {scale.summary()}, "
+                        f"output {cfg.output}")  # fmt: skip
             # first, while the RNG is as train.seed left it: a random init is then the same in every run
-            model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype)  # random init: no weights read
+            model = checkpoint.load_model(source, ctx.tp, ctx.pp, dtype, scale)  # random init: no weights read
             run_dir = rundir.prepare(cfg.output, resolved, record=trains)
             data = build_train_data(cfg, source, run_dir)
-            parts = build_training_parts(model, cfg.train)
+            parts = build_training_parts(model, cfg.train, scale)
             result = loop.train(parts, data, cfg, run_dir, source, run_config=run_config)
             loop.report(result, "loss", "model")
     finally:

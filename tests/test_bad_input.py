@@ -129,6 +129,29 @@ CASES = [
      "train=nonexistent: no such train config"),
     ("train", "train model.path={model} data.path={data} output={out} " + SMALL_TRAIN,
      "output={out} is being written by another minitron process (pid 4242)", "{out}"),
+    # scale settings (train.scale, shared by distill): what this CPU build or the layout cannot do
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.sequence_parallel=true " + SMALL_TRAIN,
+     "train.scale.sequence_parallel=true needs tensor parallelism (parallel.tp=1); add parallel.tp=2 or more"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.bias_activation_fusion=true "
+     + SMALL_TRAIN, "train.scale.bias_activation_fusion=true needs a GPU (this machine has none)"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.rope_fusion=true " + SMALL_TRAIN,
+     "train.scale.rope_fusion=true needs a GPU (this machine has none); set train.scale.rope_fusion=auto or false"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.cross_entropy_fusion=true "
+     + SMALL_TRAIN, "train.scale.cross_entropy_fusion=true needs a GPU"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.gradient_accumulation_fusion=true "
+     + SMALL_TRAIN, "train.scale.gradient_accumulation_fusion=true needs Transformer Engine or Apex's "
+     "fused_weight_gradient_mlp_cuda on a GPU"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.overlap_param_gather=true "
+     + SMALL_TRAIN, "train.scale.overlap_param_gather=true needs the distributed optimizer; add "
+     "train.distributed_optimizer=true"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.recompute=all " + SMALL_TRAIN,
+     "train.scale.recompute=all: use one of none, selective, full"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.recompute_num_layers=2 "
+     + SMALL_TRAIN, "train.scale.recompute_num_layers=2 applies to full recomputation only"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.recompute=full "
+     "train.scale.recompute_num_layers=9 " + SMALL_TRAIN, "train.scale.recompute_num_layers=9 exceeds the 4 layers"),
+    ("train", "train model.path={model} data.path={data} output={out} train.scale.sequence_parallel=maybe "
+     + SMALL_TRAIN, "train.scale.sequence_parallel=maybe: use auto, true or false"),
     # -- importance ---------------------------------------------------------------------------------------------
     ("importance", "importance model.path={model} data.path={text}", "output is required"),
     ("importance", "importance model.path={model} data.path={text} output={out} calib.num_samples=0",
@@ -194,6 +217,8 @@ CASES = [
      + SMALL_TRAIN, "was tokenized with another tokenizer"),
     ("distill", "distill teacher.path={model} student.path={model} data.path={data} output={out} "
      + SMALL_TRAIN, "output={out} is being written by another minitron process (pid 4242)", "{out}"),
+    ("distill", "distill teacher.path={model} student.path={model} data.path={data} output={out} "
+     "train.scale.sequence_parallel=true " + SMALL_TRAIN, "train.scale.sequence_parallel=true needs tensor parallelism"),
     # -- pipeline -----------------------------------------------------------------------------------------------
     # -- sft, dpo and their data ----------------------------------------------------------------------------------
     ("data", "data prepare data.format=preference data.path={zoo}/align/no_chosen.jsonl model.path={model} output={out} "

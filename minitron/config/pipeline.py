@@ -79,6 +79,12 @@ class RecipeBenchmarks:
     )  # documents scored per task (MMLU: per subject); a task not listed: all of them
     args: List[str] = field(default_factory=list)  # other `minitron evaluate` overrides (eval.batch_size, ...)
 
+    def __post_init__(self):
+        for task, shots in self.fewshot.items():
+            check_range(f"recipe.benchmarks.fewshot.{task}", shots, at_least=0)
+        for task, limit in self.limits.items():
+            check_range(f"recipe.benchmarks.limits.{task}", limit, at_least=1)
+
     def validate(self) -> None:
         from minitron.eval.lm_tasks import check_task_names
 
@@ -125,6 +131,9 @@ class StudentAlign:
     dpo: Optional[AlignStage] = None  # preference optimisation (DPO/IPO/RPO, align.rounds) after the SFT stages
     seq_length: int = 512  # tokens per example: the prepared data's limit and train.seq_length
 
+    def __post_init__(self):
+        check_range("recipe.students.NAME.align.seq_length", self.seq_length, at_least=2)
+
 
 @dataclass
 class AlignmentReport:
@@ -132,6 +141,9 @@ class AlignmentReport:
     prompts: List[str] = field(default_factory=list)  # fixed prompts answered greedily by the teacher and every student's final model
     max_new_tokens: int = 48  # tokens generated per answer
     args: List[str] = field(default_factory=list)  # `minitron rewards` overrides (rewards.max_pairs, align.beta, ...)
+
+    def __post_init__(self):
+        check_range("recipe.alignment.max_new_tokens", self.max_new_tokens, at_least=1)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from minitron.config import align, data, distill, evaluate, pipeline, prune, training
+from minitron.config import align, data, distill, evaluate, pipeline, plan, prune, training
 from minitron.config.common import DataConfig, ModelConfig, ParallelConfig, check_range
 from minitron.errors import MinitronError
 from minitron.fsutil import minitron_home
@@ -89,7 +89,7 @@ def register() -> None:
     store.store(name="eval_schema", node=EvalCommand)
     if not OmegaConf.has_resolver("minitron_home"):
         OmegaConf.register_new_resolver("minitron_home", lambda: str(minitron_home()))
-    for group in (training, data, prune, distill, pipeline, evaluate, align):
+    for group in (training, data, prune, distill, pipeline, evaluate, align, plan):
         group.register()
 
 

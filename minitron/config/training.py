@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from minitron.config.common import MAX_SEED, ModelConfig, ParallelConfig, check_range
+from minitron.config.scale import ScaleSettings
 from minitron.errors import MinitronError
 
 DECAY_STYLES = ("cosine", "linear", "constant")
@@ -61,6 +62,7 @@ class TrainSettings:
     log_interval: int = 1  # a console line every N steps (metrics.jsonl gets every step)
     eval_interval: int = 100  # validation loss every N steps and at the end (0: never)
     eval_iters: int = 4  # global batches of validation data per evaluation
+    scale: ScaleSettings = field(default_factory=ScaleSettings)  # sequence parallelism, overlap, recomputation, fusions
 
     def __post_init__(self):
         for name in ("steps", "global_batch_size", "micro_batch_size", "log_interval", "eval_iters", "decay_steps"):

@@ -171,10 +171,12 @@ class DistillationModel:
 
 
 def load_distillation(student_source, teacher_source, tp: int, pp: int, dtype: torch.dtype,
-                      settings: DistillSettings, seed: int) -> DistillationModel:  # fmt: skip
-    """Build and load both shards in this rank's layout and ``dtype``, wired for distillation."""
+                      settings: DistillSettings, seed: int, scale=None) -> DistillationModel:  # fmt: skip
+    """Build and load both shards in this rank's layout and ``dtype``, wired for distillation; both get the
+    run's :class:`~minitron.parallel.scale.ScaleLayout` ``scale`` (the teacher without recomputation)."""
     from minitron.models.checkpoint import load_model
+    from minitron.parallel.scale import without_recompute
 
-    student = load_model(student_source, tp, pp, dtype)
-    teacher = load_model(teacher_source, tp, pp, dtype)
+    student = load_model(student_source, tp, pp, dtype, scale)
+    teacher = load_model(teacher_source, tp, pp, dtype, None if scale is None else without_recompute(scale))
     return DistillationModel(student, teacher, settings, seed)

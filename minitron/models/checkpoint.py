@@ -225,8 +225,9 @@ def load_megatron_weights(model, source: ModelSource) -> None:
         ) from None
 
 
-def load_model(source: ModelSource, tp: int, pp: int, dtype: Optional[torch.dtype] = None):
-    """Build this rank's ``GPTModel`` shard for ``source`` and load its weights.
+def load_model(source: ModelSource, tp: int, pp: int, dtype: Optional[torch.dtype] = None, scale=None):
+    """Build this rank's ``GPTModel`` shard for ``source`` and load its weights (``scale``: a training run's
+    resolved :class:`~minitron.parallel.scale.ScaleLayout`, None for inference).
 
     A ``source`` opened with ``init="random"`` gets Megatron's initialisation (normal(0, 0.02), output
     projections scaled by 1/sqrt(2 * num_layers), norms 1) seeded by the seed torch was last seeded with
@@ -234,7 +235,7 @@ def load_model(source: ModelSource, tp: int, pp: int, dtype: Optional[torch.dtyp
     (:func:`init_random_weights`): no weights are read."""
     from minitron.models.megatron_gpt import build_gpt_model
 
-    model = build_gpt_model(source.arch, tp, pp, dtype or source.dtype)
+    model = build_gpt_model(source.arch, tp, pp, dtype or source.dtype, scale=scale)
     if source.init == "random":
         init_random_weights(model, source, torch.initial_seed())
         return model

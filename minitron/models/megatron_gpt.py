@@ -54,11 +54,15 @@ def check_sequence_length(arch: ModelArch, field: str, seq_length: int, role: st
         )
 
 
-def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32,
+def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, scale=None,
                        initialize: bool = True):  # fmt: skip
-    """Megatron-Core ``TransformerConfig`` for ``arch`` in the given layout and parameter dtype (``initialize``:
-    draw random weights; False leaves them uninitialised, for a model whose weights are loaded right after)."""
+    """Megatron-Core ``TransformerConfig`` for ``arch`` in the given layout and parameter dtype, with the
+    sequence parallelism, recomputation and fusions of ``scale`` (a resolved
+    :class:`~minitron.parallel.scale.ScaleLayout`; None: all off). ``initialize``: draw random weights; False
+    leaves them uninitialised, for a model whose weights are loaded right after."""
     from megatron.core.transformer.transformer_config import TransformerConfig
+
+    from minitron.parallel.scale import ScaleLayout
 
     check_parallel_layout(arch, tp, pp)
     return TransformerConfig(
@@ -78,26 +82,36 @@ def transformer_config(arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.d
         attention_dropout=0.0,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
-        sequence_parallel=False,
         params_dtype=dtype,
         pipeline_dtype=dtype,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu_initialization=not torch.cuda.is_available(),
         perform_initialization=initialize,
-        bias_activation_fusion=False,
-        masked_softmax_fusion=False,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
+        masked_softmax_fusion=False,  # unused: core attention is TE's or PyTorch SDPA (sdpa_attention)
+        **(scale or ScaleLayout()).transformer_config_fields(),
     )
 
 
-def layer_spec(attention: str = "auto"):
+class _SequenceParallelRMSNorm:
+    """torch ``RMSNorm`` whose weight is flagged ``sequence_parallel`` (Megatron then all-reduces its gradient
+    over TP ranks, each of which saw a slice of the sequence); Megatron's own torch-norm wrapper refuses
+    sequence parallelism. Used only when sequence parallelism is on and Apex/TE norms are not."""
+
+    def __new__(cls, config, hidden_size: int, eps: float = 1e-5, **unused):
+        norm = torch.nn.RMSNorm(hidden_size, eps=eps)
+        norm.weight.sequence_parallel = config.sequence_parallel
+        return norm
+
+
+def layer_spec(attention: str = "auto", sequence_parallel: bool = False, num_layers: int = 0):
     """The transformer layer spec.
 
     ``attention="auto"``: Transformer Engine's spec when TE is usable (fused kernels throughout),
     else Megatron-Core's local spec with its core attention replaced by PyTorch SDPA
-    (:mod:`minitron.models.sdpa_attention`); ``"local"``: the unmodified local spec.
+    (:mod:`minitron.models.sdpa_attention`); ``"local"``: the unmodified local spec. With
+    ``sequence_parallel`` and torch norms (no Apex), the local spec's norms are sequence-parallel ones
+    and the result is the block spec of this stage's ``num_layers`` layers (it carries the final norm too).
     """
     from megatron.core.models.gpt import gpt_layer_specs
 
@@ -108,6 +122,12 @@ def layer_spec(attention: str = "auto"):
         from minitron.models.sdpa_attention import SDPAttention
 
         spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    if sequence_parallel and not gpt_layer_specs.HAVE_APEX:
+        from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+
+        spec.submodules.input_layernorm = _SequenceParallelRMSNorm
+        spec.submodules.pre_mlp_layernorm = _SequenceParallelRMSNorm
+        return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=_SequenceParallelRMSNorm)
     return spec
 
 
@@ -183,21 +203,22 @@ def _use_batch_major_head(model) -> None:
 
 
 def build_gpt_model(
-    arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, attention: str = "auto",
+    arch: ModelArch, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32, attention: str = "auto", scale=None,
     initialize: bool = True,
 ):
     """This rank's ``GPTModel`` shard for ``arch``; weights are randomly initialised (``initialize=False``: left
-    uninitialised, to be loaded).
+    uninitialised, to be loaded). ``scale``: the resolved :class:`~minitron.parallel.scale.ScaleLayout` of a
+    training run (None: everything off).
 
     Rotary frequencies are set from ``arch.rope_inv_freq()`` so Llama-3 scaling with any of its
     parameters matches Hugging Face exactly (Megatron hard-codes some of them).
     """
     from megatron.core import parallel_state
 
-    config = transformer_config(arch, tp, pp, dtype, initialize)
+    config = transformer_config(arch, tp, pp, dtype, scale, initialize)
     model = _gpt_model_class()(
         config=config,
-        transformer_layer_spec=layer_spec(attention),
+        transformer_layer_spec=layer_spec(attention, config.sequence_parallel, arch.num_layers // pp),
         vocab_size=arch.vocab_size,
         max_sequence_length=arch.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),

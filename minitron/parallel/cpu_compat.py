@@ -15,6 +15,8 @@ CPU patches:
   synchronize      ``torch.cuda.synchronize()`` -> no-op.
   tensor_cuda      ``Tensor.cuda()`` -> identity (tied embeddings under PP call it).
   rng_fork         the CUDA RNG tracker's ``fork()`` -> a null context (it reads CUDA RNG states).
+  rng_states       activation recomputation's RNG save/restore (``_get_all_rng_states`` /
+                   ``_set_all_rng_states``) -> the CPU generator's state only (it reads CUDA RNG states).
   cuda_factories   modules that create tensors with a hard-coded ``device="cuda"`` see a ``torch``
                    whose factory functions map that device to CPU (see ``CUDA_FACTORY_MODULES``).
   tensor_type      ``Tensor.type()`` answers ``torch.cuda.FloatTensor`` for CPU tensors, to callers in
@@ -117,6 +119,17 @@ def _patch_rng_fork() -> str:
     for cls in trackers:
         cls.fork = lambda self, name=None: contextlib.nullcontext()
     return ", ".join(cls.__name__ for cls in trackers)
+
+
+def _patch_rng_states() -> str:
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    for name in ("_get_all_rng_states", "_set_all_rng_states"):
+        if not callable(getattr(mcore_random, name, None)):
+            raise CpuCompatError(f"rng_states: megatron.core.tensor_parallel.random.{name} is gone")
+    mcore_random._get_all_rng_states = lambda: (torch.get_rng_state(),)
+    mcore_random._set_all_rng_states = lambda cpu_rng_state, *unused: torch.set_rng_state(cpu_rng_state)
+    return "_get_all_rng_states, _set_all_rng_states"
 
 
 def _megatron_type(original):
@@ -242,6 +255,7 @@ def torch_adamw_fallback() -> bool:
 CPU_PATCHES = {
     "torch_cuda": _patch_torch_cuda,
     "rng_fork": _patch_rng_fork,
+    "rng_states": _patch_rng_states,
     "cuda_factories": _patch_cuda_factories,
     "tensor_type": _patch_tensor_type,
 }

@@ -15,10 +15,12 @@ gradients by the global token count, so any TP x PP x DP split of the same batch
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 
 from minitron.config.training import TrainSettings
+from minitron.parallel.scale import ScaleLayout
 
 
 @dataclasses.dataclass
@@ -43,8 +45,9 @@ def unwrap(model):
     return unwrap_model(model)
 
 
-def wrap_model(model, distributed_optimizer: bool):
-    """Wrap a ``GPTModel`` shard for training: Float16Module for bf16/fp16 params, then Megatron DDP."""
+def wrap_model(model, distributed_optimizer: bool, scale: Optional[ScaleLayout] = None):
+    """Wrap a ``GPTModel`` shard for training: Float16Module for bf16/fp16 params, then Megatron DDP, which
+    overlaps the gradient reduction and the parameter all-gather with compute as ``scale`` says."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
     from megatron.core.transformer.module import Float16Module
 
@@ -52,9 +55,11 @@ def wrap_model(model, distributed_optimizer: bool):
     config.calculate_per_token_loss = True  # read by DDP (no 1/DP pre-scaling) and the schedules
     if config.bf16 or config.fp16:
         model = Float16Module(config, model)
+    scale = scale or ScaleLayout()
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=distributed_optimizer
-    )
+        grad_reduce_in_fp32=True, use_distributed_optimizer=distributed_optimizer,
+        overlap_grad_reduce=scale.overlap_grad_reduce, overlap_param_gather=scale.overlap_param_gather,
+    )  # fmt: skip
     model = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
     config.no_sync_func = model.no_sync  # no reduction until the last micro-batch
     config.finalize_model_grads_func = finalize_model_grads  # reduce over DP, tied embeddings over PP, 1/tokens
@@ -111,9 +116,16 @@ def build_scheduler(optimizer, settings: TrainSettings):
     )
 
 
-def build_training_parts(model, settings: TrainSettings) -> TrainingParts:
-    """Wrap a loaded ``GPTModel`` shard and build its optimizer and schedule."""
-    wrapped = wrap_model(model, settings.distributed_optimizer)
+def gather_params(model) -> None:
+    """With overlapped parameter gathering, the weights an optimizer step updated on other data-parallel ranks
+    arrive only in the next forward pass: gather them now (before a checkpoint or an export reads them)."""
+    if getattr(model, "ddp_config", None) is not None and model.ddp_config.overlap_param_gather:
+        model.start_param_sync(force_sync=True)
+
+
+def build_training_parts(model, settings: TrainSettings, scale: Optional[ScaleLayout] = None) -> TrainingParts:
+    """Wrap a loaded ``GPTModel`` shard (built with the same ``scale``) and build its optimizer and schedule."""
+    wrapped = wrap_model(model, settings.distributed_optimizer, scale)
     optimizer = build_optimizer(wrapped, settings)
     scheduler = build_scheduler(optimizer, settings)
     return TrainingParts(wrapped, optimizer, scheduler, settings.distributed_optimizer)

@@ -24,6 +24,7 @@ from minitron.errors import MinitronError
 from minitron.models import checkpoint
 from minitron.training import checkpointing
 from minitron.training.data import TrainData, micro_batches
+from minitron.training.engine import gather_params
 from minitron.training.metrics import MetricsLogger, memory_gb
 from minitron.training.step import StepFunctions, evaluate, train_step
 
@@ -110,6 +111,7 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
                                                     functions=functions)  # fmt: skip
                 metrics.valid(step, valid_loss, valid_tokens)
             if step % cfg.checkpoint.interval == 0 or step == settings.steps:
+                gather_params(parts.model)
                 saved = checkpointing.save(parts, run_dir, step, consumed, arch, cfg.checkpoint.keep_last,
                                            cfg.checkpoint.verify)  # fmt: skip
                 metrics.note(f"saved checkpoint {saved.name}")
@@ -118,6 +120,7 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
             failures.check_interrupted()  # a signal whose exception was swallowed (e.g. during a checkpoint write)
     finally:
         metrics.close()
+    gather_params(parts.model)
     final = export(parts, source, run_dir, step, consumed * settings.seq_length)
     return {
         "output": str(run_dir),

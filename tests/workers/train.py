@@ -35,14 +35,15 @@ def corpus(num_samples: int, seed: int, seq_length: int = SEQ_LENGTH) -> list[di
 def make_config(model: str, run: str, tp: int = 1, pp: int = 1, steps: int = 5, global_batch_size: int = 4,
                 micro_batch_size: int = 1, lr: float = 1e-3, distributed_optimizer: bool = False,
                 interval: int = 100, keep_last: int = 2, verify: str = "checksum", eval_interval: int = 0,
-                resume: bool = True):  # fmt: skip
+                resume: bool = True, scale: dict | None = None):  # fmt: skip
     from minitron.config.common import ModelConfig, ParallelConfig
+    from minitron.config.scale import ScaleSettings
     from minitron.config.training import CheckpointConfig, LoggingConfig, TrainCommand, TrainSettings
 
     settings = TrainSettings(
         steps=steps, global_batch_size=global_batch_size, micro_batch_size=micro_batch_size, seq_length=SEQ_LENGTH,
         lr=lr, min_lr=lr / 10, warmup_steps=1, distributed_optimizer=distributed_optimizer,
-        eval_interval=eval_interval, eval_iters=1, log_interval=1,
+        eval_interval=eval_interval, eval_iters=1, log_interval=1, scale=ScaleSettings(**(scale or {})),
     )  # fmt: skip
     return TrainCommand(
         model=ModelConfig(path=model), parallel=ParallelConfig(tp=tp, pp=pp), train=settings,
@@ -55,16 +56,18 @@ def run_job(model: str, run: str, kill_after: int | None = None, dtype: str = "f
     """Train ``model`` (HF dir or minitron checkpoint) into run directory ``run``; returns the summary."""
     from minitron.models.checkpoint import load_model, open_model
     from minitron.parallel import setup_distributed
+    from minitron.parallel.scale import resolve_for_run
     from minitron.training import loop, rundir
     from minitron.training.data import TrainData
     from minitron.training.engine import build_training_parts
 
     cfg = make_config(model, run, **settings)
     source = open_model(model)
-    setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
+    ctx = setup_distributed(cfg.parallel.tp, cfg.parallel.pp, cfg.train.seed)
+    scale = resolve_for_run(cfg.train, cfg.parallel, ctx.tp * ctx.pp * ctx.dp, source.arch.num_layers)
     torch.manual_seed(cfg.train.seed)
-    model_shard = load_model(source, cfg.parallel.tp, cfg.parallel.pp, getattr(torch, dtype))
-    parts = build_training_parts(model_shard, cfg.train)
+    model_shard = load_model(source, cfg.parallel.tp, cfg.parallel.pp, getattr(torch, dtype), scale)
+    parts = build_training_parts(model_shard, cfg.train, scale)
     rundir.prepare(run, json.dumps(settings, sort_keys=True) + "\n")
 
     def on_step(step):

@@ -1,0 +1,1 @@
+"""Memory and time planning of training stages (`minitron plan`)."""
