@@ -226,6 +226,10 @@ class PipelineCommand:
     output: Optional[str] = None  # run directory (None: runs/<recipe.name>); rerun the same command to resume
     launcher: str = ""  # prefix of the parallel stages' commands, e.g. "torchrun --nproc-per-node 8" ("": one process)
     dry_run: bool = False  # print the stages and their commands and what is already done; run nothing
+    device_memory_gb: Optional[float] = None  # GiB per device the training stages must fit (null: this GPU's; CPU: unchecked)
+
+    def __post_init__(self):
+        check_range("device_memory_gb", self.device_memory_gb, above=0, fix="or null for this GPU's memory")
 
     @property
     def run_dir(self) -> str:

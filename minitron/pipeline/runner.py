@@ -32,6 +32,7 @@ from minitron.commands import COMMANDS
 from minitron.config.pipeline import PipelineCommand
 from minitron.errors import MinitronError
 from minitron.fsutil import output_lock, write_json_atomic
+from minitron.pipeline.memory import check_fits, stage_plan, summary_line
 from minitron.pipeline.stages import REPORT, Stage, plan_stages
 from minitron.pipeline.summary import build_report
 
@@ -206,6 +207,7 @@ def run_stage(
     if stage.command == REPORT:
         status, result = 0, build_report(cfg, stages, manifest.data, run_dir)
     else:
+        check_fits(stage, cfg.launcher, cfg.device_memory_gb)  # a training stage that would not fit this GPU is refused before it starts
         argv = stage_command(stage, cfg.launcher)
         runtime.log(f"$ {shlex.join(argv)}")
         status, result = run_child(argv, run_dir / "logs" / f"{stage.name}.log")
@@ -262,6 +264,7 @@ def dry_run(cfg: PipelineCommand, run_dir: Path, teacher_ready: bool) -> dict:
         done = {k: v.get("status") for k, v in json.loads((run_dir / MANIFEST).read_text()).get("stages", {}).items()}
     for index, stage in enumerate(stages, 1):
         state = done.get(stage.name) or "to do"
+        memory = summary_line(stage_plan(stage, cfg.launcher, cfg.device_memory_gb)) if state != "done" else None
         launcher = f"{cfg.launcher} " if stage.parallel and cfg.launcher.strip() else ""
         command = (
             "(in-process)"
@@ -269,6 +272,8 @@ def dry_run(cfg: PipelineCommand, run_dir: Path, teacher_ready: bool) -> dict:
             else f"{launcher}minitron {shlex.join([stage.command, *stage.args])}"
         )
         print(f"[{index}/{len(stages)}] {stage.name:<28} {state:<8} {command}", file=sys.stderr)
+        if memory:
+            print(f"{'':>36}{memory}", file=sys.stderr)
     return {
         "output": str(run_dir),
         "recipe": cfg.recipe.name,

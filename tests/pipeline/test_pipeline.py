@@ -186,6 +186,23 @@ def test_dry_run_lists_the_stages_in_order_and_runs_nothing(teacher_model, tmp_p
     ]
     assert "importance.window_sizes=[2]" in result.stderr  # the depth student's window, estimated once
     assert not run.exists()
+    # the training stages' memory plans: now for the teacher correction, once the pruned model exists for the others
+    lines = result.stderr.splitlines()
+    plan = lines[[i for i, line in enumerate(lines) if "teacher_correction " in line][0] + 1]
+    assert "memory plan: " in plan and " GiB per rank (weights " in plan
+    assert f"memory plan: once {run / 'students' / 'width' / 'pruned'} exists" in result.stderr
+
+
+def test_a_training_stage_that_does_not_fit_the_device_is_refused(teacher_model, tmp_path):
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model), tmp_path / "run"
+    dry = run_cli(*pipeline_args(conf, run, "dry_run=true", "device_memory_gb=0.001"))
+    assert dry.returncode == 0 and "DOES NOT FIT" in dry.stderr
+    result = run_cli(*pipeline_args(conf, run, "device_memory_gb=0.001"), timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: stage teacher_correction (`minitron train`): needs ") and "GiB per rank" in line
+    assert "add " in line and "to the recipe's arguments of this stage" in line
+    assert not (run / "teacher_corrected").exists()
 
 
 @pytest.mark.parametrize(
