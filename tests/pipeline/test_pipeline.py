@@ -453,7 +453,8 @@ def test_alignment_stages_after_distillation(teacher_model, tmp_path):
     conf = tiny_recipe(tmp_path / "conf", teacher, steps=2, teacher_correction={"enabled": False, "args": []},
                        students={"width": {"prune": {"hidden_size": 48, "ffn_hidden_size": 128}, "align": align}},
                        alignment={"heldout_pairs": str(write_jsonl(data / "heldout.jsonl", preference_rows(6))),
-                                  "prompts": ["say hi", "name a colour"], "max_new_tokens": 4})  # fmt: skip
+                                  "prompts": ["say hi", "name a colour"], "max_new_tokens": 4,
+                                  "args": ["rewards.micro_batch_size=2"]})  # fmt: skip
     run = tmp_path / "run"
     result = run_cli(*pipeline_args(conf, run), timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
