@@ -15,7 +15,7 @@ def _by_step(run_dir) -> dict:
 
 
 @pytest.mark.parametrize("command", ["sft", "dpo"])
-def test_killed_run_resumes_to_the_uninterrupted_result(command, setup, tmp_path, megatron_world):
+def test_killed_run_resumes_to_the_uninterrupted_result(command, setup, tmp_path, megatron_world):  # noqa: F811
     args = ["train.steps=4", "train.global_batch_size=4", "train.micro_batch_size=2", "checkpoint.interval=2"]
     whole = run(command, setup, tmp_path / "whole", *args)
     assert whole["resumed_from"] is None
@@ -39,7 +39,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(command, setup, tmp_path
     assert diff == 0.0, diff
 
 
-def test_prompt_tokens_get_zero_gradient(setup, megatron_world):
+def test_prompt_tokens_get_zero_gradient(setup, megatron_world):  # noqa: F811
     """SFT: the loss's gradient w.r.t. the per-token losses is 0 on prompt (and padding) tokens and 1/1 (summed)
     on answer tokens; changing the targets of prompt tokens changes neither the loss nor any weight gradient."""
     from minitron.align.data import SFTDataset
