@@ -12,11 +12,11 @@ type, writing into the run directory::
     RUN/eval/MODEL.json                    held-out loss and KL to the teacher, the report's row (eval)
     RUN/tasks/MODEL/results.json           lm-eval task accuracy of the row (evaluate; recipe.benchmarks)
     RUN/throughput/MODEL.json              prefill / decode tokens/s (bench; recipe.throughput)
-    RUN/data/align/KIND_NAME_SEQ           alignment data, tokenized once (data prepare data.format=sft|preference)
+    RUN/data/align/KIND_FILE_SEQ           alignment data, tokenized once (data prepare data.format=sft|preference)
     RUN/students/NAME/sft[K]/, dpo/        alignment: SFT stages, then DPO/RPO rounds (sft, dpo; students.NAME.align)
     RUN/align/NAME_rewards.json            held-out reward accuracy of the aligned student (rewards)
     RUN/answers/MODEL.json                 greedy answers to the recipe's fixed prompts (generate)
-    RUN/students/NAME/hf/                  the distilled student for transformers / vLLM (convert)
+    RUN/students/NAME/hf/, aligned_hf/     the distilled (and aligned) student for transformers / vLLM (convert)
     RUN/report.md, RUN/*.png               the tables, the curves, accuracy vs throughput (report)
 
 The plan is a sequence of planner functions, one per step of the recipe, each appending its stages.
@@ -269,8 +269,8 @@ def plan_scratch(plan: Plan) -> None:
 
 def _prepare_align_data(plan: Plan, path: str, kind: str, seq_length: int) -> str:
     """Tokenize an alignment JSONL once per run with the teacher's tokenizer (the students share it); its prefix."""
-    name = f"data_{kind}_{Path(path).stem}_{seq_length}"
-    prefix = plan.run / "data" / "align" / name[len("data_"):]
+    name = f"data_{Path(path).stem}_{seq_length}"
+    prefix = plan.run / "data" / "align" / f"{kind}_{Path(path).stem}_{seq_length}"
     if not any(stage.name == name for stage in plan.stages):
         plan.add(name, "data", ["prepare", f"data.format={kind}", f"data.path={path}", f"model.path={plan.teacher}",
                                 f"data.seq_length={seq_length}", f"output={prefix}"],
@@ -404,6 +404,10 @@ def plan_export(plan: Plan) -> None:
             plan.add(f"export_{name}", "convert",
                      [f"model.path={plan.student_dir(name) / 'distilled' / 'final'}", f"output={hf}"],
                      hf, f"the distilled {name} student as a Hugging Face directory")  # fmt: skip
+    for aligned in plan.aligned:
+        hf = plan.student_dir(aligned["name"]) / "aligned_hf"
+        plan.add(f"export_{aligned['name']}_aligned", "convert", [f"model.path={aligned['final']}", f"output={hf}"],
+                 hf, f"the aligned {aligned['name']} student as a Hugging Face directory")
 
 
 def plan_report(plan: Plan) -> None:
