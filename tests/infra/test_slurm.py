@@ -24,6 +24,8 @@ SBATCH = REPO / "launch" / "slurm_pipeline.sbatch"
 @pytest.fixture(scope="module")
 def cluster():
     """A fresh one-node cluster (2 fake GPUs) for this module; stopped by PID afterwards, pass or fail."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: installs slurm-wlm and munge, starts their daemons")
     root = Path(tempfile.mkdtemp(prefix="minitron-slurm-"))
     try:
         yield slurm_cluster.start(root, gpus=2)
@@ -103,7 +105,7 @@ def stage_processes(run: Path) -> list[psutil.Process]:
 
 
 def test_a_cancelled_job_resumes_when_resubmitted(cluster, teacher_model, tmp_path):  # noqa: F811
-    conf, run = tp2_recipe(tmp_path / "conf", teacher_model, steps=40), tmp_path / "run"
+    conf, run = tp2_recipe(tmp_path / "conf", teacher_model, steps=16), tmp_path / "run"
     args = pipeline_args(conf, run)[1:]
     first_log, second_log = tmp_path / "first.out", tmp_path / "second.out"
     job = submit(cluster, first_log, *args)
@@ -131,6 +133,6 @@ def test_a_cancelled_job_resumes_when_resubmitted(cluster, teacher_model, tmp_pa
     assert {record["status"] for record in stages.values()} == {"done"}
     assert stages["distill_width"]["attempts"] == 2 and stages["prune_width"]["attempts"] == 1
     resumed = stages["distill_width"]["result"]
-    assert resumed["resumed_from"] is not None and resumed["steps"] == 40 and 0 < resumed["steps_this_run"] < 40
+    assert resumed["resumed_from"] is not None and resumed["steps"] == 16 and 0 < resumed["steps_this_run"] < 16
     assert "importance: done earlier" in second_log.read_text()
     assert (run / "report.md").is_file()
