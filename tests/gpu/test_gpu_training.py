@@ -1,7 +1,8 @@
 """On a CUDA GPU (NCCL, bf16): training and distillation steps in bf16 against fp32, exact resume (also with the
 distributed optimizer over 2 GPUs), export of a GPU-trained model equal to its checkpoint, Transformer Engine's layer
 spec against transformers, TP=2 and PP=2 under NCCL. Every test skips with the reason where the hardware or
-package is missing; all go through the same commands as users (`minitron train|distill|convert|eval`)."""
+package is missing; all go through the same commands as users (`minitron train|distill|convert|eval`). Forward parity
+with transformers in fp32 and bf16 is tests/models/test_gpu.py."""
 
 import importlib.util
 
