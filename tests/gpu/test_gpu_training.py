@@ -35,8 +35,8 @@ DETERMINISTIC = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 @pytest.fixture(scope="module")
 def corpus(train_model, tmp_path_factory):  # noqa: F811
-    return prepare_rotating_corpus(tmp_path_factory.mktemp("gpu_data"), train_model,
-                                   "the model learns to count one two three four five six seven eight nine ten")  # fmt: skip
+    words = "the model learns to count one two three four five six seven eight nine ten"
+    return prepare_rotating_corpus(tmp_path_factory.mktemp("gpu_data"), train_model, words)
 
 
 def train_args(model, prefix, run, steps: int, *extra) -> list[str]:

@@ -42,7 +42,9 @@ def debian_mirror() -> str:
     """The Debian mirror apt uses here (its sources), for mmdebstrap."""
     for source in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
         text = source.read_text() if source.is_file() else ""
-        for uri in re.findall(r"^URIs:\s*(\S+)", text, flags=re.M) + re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, flags=re.M):
+        uris = re.findall(r"^URIs:\s*(\S+)", text, flags=re.M)  # deb822 sources
+        uris += re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, flags=re.M)  # one-line sources
+        for uri in uris:
             if uri.rstrip("/").endswith("/debian"):
                 return uri
     return "http://deb.debian.org/debian"
@@ -157,7 +159,8 @@ def build_project_image(docker: Docker, tag: str = IMAGE) -> None:
         result = docker.docker("build", "--network", "host", "-t", tag, REPO, check=False, stdout=log,
                                stderr=subprocess.STDOUT)  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"docker build failed ({result.returncode}):\n{(docker.root / 'build.log').read_text()[-5000:]}")
+        log = (docker.root / "build.log").read_text()
+        raise RuntimeError(f"docker build failed ({result.returncode}):\n{log[-5000:]}")
 
 
 def main(argv: list[str]) -> int:

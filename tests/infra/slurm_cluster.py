@@ -30,12 +30,13 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 
 def install() -> None:
     """apt-get install slurm-wlm and munge when their programs are missing (root, Debian)."""
-    missing = sorted({package for program, package in PACKAGES.items() if shutil.which(program, path=_sbin_path()) is None})
+    missing = {package for program, package in PACKAGES.items() if shutil.which(program, path=_sbin_path()) is None}
     if not missing and MUNGE_KEY.exists():
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"], check=True, env=env, stdout=subprocess.DEVNULL)
+    install_command = ["apt-get", "install", "-y", "-q", *sorted(set(PACKAGES.values()))]
+    subprocess.run(install_command, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def _sbin_path() -> str:
