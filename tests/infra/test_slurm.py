@@ -4,6 +4,7 @@ a job cancelled in the middle of distillation is resubmitted unchanged and resum
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def cluster():
         yield slurm_cluster.start(root, gpus=2)
     finally:
         slurm_cluster.stop(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def submit(cluster: dict, log: Path, *args) -> str:
