@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 MINITRON := $(VENV)/bin/minitron
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo assets bench clean
+.PHONY: install test test-fast test-infra demo assets bench clean
 
 install: $(VENV)/.installed
 
@@ -24,10 +24,21 @@ assets: install
 	$(MINITRON) assets fetch smollm2-135m sotu benchmarks align-demo || echo "minitron: assets unavailable; tests that need them will skip"
 
 test: install assets
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not infra" $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not infra" $(PYTEST_ARGS)
+
+# Launch for real (root on Debian; CI runs it after `make test`): a one-node Slurm cluster on localhost runs
+# launch/slurm_pipeline.sbatch on a tiny recipe at TP=2 (and a cancelled job resumes), and the Dockerfile passes
+# hadolint and builds against a CPU stand-in for its NGC base, minitron running inside. Installs slurm-wlm, munge,
+# docker.io and mmdebstrap if missing; every daemon is started under a temporary directory and stopped by PID.
+test-infra: $(VENV)/.installed-infra
+	$(PY) -m pytest -q -p no:cacheprovider -m infra -rs $(PYTEST_ARGS) tests/infra
+
+$(VENV)/.installed-infra: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,infra]'
+	touch $@
 
 # The demo: the whole recipe on SmolLM2-135M-Instruct (conf/recipe/demo_smollm2.yaml), about 30 minutes on
 # 2 CPU cores: teacher correction, importance, width and depth students, distillation, a from-scratch
