@@ -1,4 +1,4 @@
-"""An outside oracle: TRL's own DPO loss code (``DPOTrainer._compute_loss``, trl 1.16.0) on a tiny HF policy and
+"""An outside oracle: TRL's own DPO and SFT loss code (``DPOTrainer._compute_loss``, trl 1.16.0) on a tiny HF policy and
 reference equals minitron's preference losses and metrics (``minitron.align.losses``) on the same batch.
 
 TRL computes its log-probs inside the loss; minitron's side takes the same models' per-token log-probs
@@ -8,9 +8,14 @@ rewards/margins, rewards/accuracies, logps/chosen, logps/rejected, for DPO (TRL 
 length-normalised form = minitron's ``ipo`` on averaged log-probs) and DPO with an SFT term (TRL
 ``["sigmoid", "sft"]``, which replaced ``rpo_alpha``; its SFT term is the token mean over the batch's chosen
 completions, minitron's is per pair, so the test combines minitron's per-pair sums in TRL's normalisation).
+
+SFT: ``minitron sft``'s step-1 loss (its own data prepare and engine, end to end) equals ``SFTTrainer.compute_loss``
+(completion-only loss) on the same prompt/completion rows, whose token ids and answer masks match minitron's.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -119,3 +124,68 @@ def test_dpo_with_sft_term_equals_trl_sigmoid_plus_sft(models):
     per_pair = _ours(models, batch, "dpo", average=False, sft_weight=alpha * len(ROWS) / chosen_tokens.item())
     assert per_pair["loss"] == pytest.approx(trl_loss, abs=1e-6)
     _assert_metrics(metrics, ours, average=False)
+
+
+SFT_ROWS = [
+    {"prompt": "what is two plus two?", "completion": "four"},
+    {"prompt": "name a colour", "completion": "a deep blue"},
+    {"prompt": "opposite of up?", "completion": "down, not left"},
+]
+
+
+def test_sft_loss_equals_trl_sft_trainer(tmp_path):
+    """minitron sft's step-1 loss (the engine, on its own prepared data) equals TRL's ``SFTTrainer.compute_loss``
+    (completion-only loss) on the same rows rendered with the same chat template; the token ids and answer masks
+    of both sides are equal too (TRL's completion = minitron's assistant turn, end-of-turn and newline kept)."""
+    from conftest import last_json, run_cli
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from minitron.align.data import SFTDataset
+    from tests.align.align_helpers import CHATML, prepare
+
+    model_dir = make_tiny_model("smollm2", tmp_path / "model", num_layers=2, seed=0)
+    save_char_tokenizer(model_dir)
+    prefix = prepare(tmp_path, model_dir, "sft", SFT_ROWS, seq_length=96)
+    dataset = SFTDataset(str(prefix), 96)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.pad_token, tokenizer.chat_template = chr(0), CHATML
+    conversations = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+                      "completion": [{"role": "assistant", "content": r["completion"]}]} for r in SFT_ROWS]  # fmt: skip
+    args = SFTConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=len(SFT_ROWS), report_to=[],
+                     use_cpu=True, max_length=96, completion_only_loss=True, packing=False, seed=0)  # fmt: skip
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = SFTTrainer(model=hf, args=args, train_dataset=Dataset.from_list(conversations),
+                         processing_class=tokenizer)  # fmt: skip
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()  # no dropout
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, batch).item()
+
+    # the same tokens and answer targets on both sides (TRL's batch order is shuffled: compare as sets)
+    ours = set()
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        n = int((sample["loss_mask"] > 0).nonzero().max()) + 1  # through the last answer target
+        ours.add((tuple(sample["tokens"][:n].tolist()) + (int(sample["labels"][n - 1]),),
+                  tuple(sample["loss_mask"][:n].int().tolist())))  # fmt: skip
+    theirs = set()
+    for ids, labels, attention in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        n = int(attention.sum())
+        theirs.add((tuple(ids[:n].tolist()), tuple((labels[1:n] != -100).int().tolist())))
+    assert ours == theirs
+    answer_tokens = int((batch["labels"][:, 1:] != -100).sum())
+
+    result = run_cli("sft", f"model.path={model_dir}", f"data.path={prefix}", f"output={tmp_path / 'run'}",
+                     "train.seq_length=96", "train.steps=1", f"train.global_batch_size={len(SFT_ROWS)}",
+                     f"train.micro_batch_size={len(SFT_ROWS)}", "logging.progress=false", "logging.tensorboard=false",
+                     "train.warmup_steps=0")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    last_json(result.stdout)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    step = next(r for r in map(json.loads, lines) if r["kind"] == "train")
+    assert step["tokens"] == answer_tokens
+    assert step["loss"] == pytest.approx(trl_loss, abs=1e-5)
+    assert 3.0 < trl_loss < 10.0  # a random model on 256 tokens: about ln 256 = 5.5, not a degenerate zero
