@@ -1,17 +1,22 @@
 """Architecture search on SmolLM2-135M at ~50% of the non-embedding parameters (conf/prune/smollm2_search_50pct).
 
-    python benchmarks/nas.py [--calib 8] [--top-n 4] [--steps 10] [--heldout 8] [--work DIR]
+    python benchmarks/nas.py [--calib 4] [--top-n 4] [--layers-divisor 6] [--steps 10] [--batch 8] [--heldout 4]
+                             [--work DIR]
 
 1. `minitron prune prune=smollm2_search_50pct` on ``--calib`` x 256 tokens of the sotu calibration split (rung b
-   over the ``--top-n`` largest feasible shapes; no rung c): the chosen shape and the search's wall time.
+   over the ``--top-n`` largest feasible shapes, depths in multiples of ``--layers-divisor``; no rung c): the chosen
+   shape and the search's wall time. Divisor 6 (30, 24, 18 layers) needs the window losses of one window size for
+   the top 4 (6 layers dropped: 25 windows) where the config's 3 needs two (3 and 9: 50 windows).
 2. Rung (b) cost: the time to score the chosen candidate (prune in memory from the saved scores, build, load, LM
    loss) over the time of one plain forward pass (the same LM loss of the same student) on the same tokens
    (goal: <= 1.2).
-3. The searched student against the demo's hand-picked width (hidden 432, FFN 864) and depth (15 layers) students,
-   each distilled ``--steps`` steps (4 x 256 tokens, KL to the teacher) on the sotu training split, then scored
-   on ``--heldout`` x 256 tokens of the held-out split: held-out loss and KL. Goal: searched <= the better
+3. The searched student against the demo's hand-picked width (hidden 432, FFN 864) and depth (15 layers, window
+   loss) students, each distilled ``--steps`` steps of ``--batch`` x 256 tokens (forward KL to the teacher, the
+   same tokens in the same order, the demo's LR schedule) on the sotu training split, then scored on
+   ``--heldout`` x 256 tokens of the held-out split: held-out loss and KL. Goal: searched <= the better
    hand-picked one.
-Writes benchmarks/results/nas.json. Needs `minitron assets fetch smollm2-135m sotu`.
+Writes benchmarks/results/nas.json (every setting, phase wall times, machine and load average). Needs
+`minitron assets fetch smollm2-135m sotu`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_result  # noqa: E402
 
-HAND_PICKED = {"width": ["prune.hidden_size=432", "prune.ffn_hidden_size=864"], "depth": ["prune.num_layers=15"]}
+HAND_PICKED = {"width": ["prune.hidden_size=432", "prune.ffn_hidden_size=864"],
+               "depth": ["prune.num_layers=15", "prune.depth_metric=window_loss"]}  # as conf/recipe/demo_smollm2
+DISTILL = ["train.lr=5.0e-4", "train.min_lr=5.0e-5", "train.warmup_steps=2", "train.eval_interval=0",
+           "train.seq_length=256", "logging.progress=false"]  # the demo's distill_args (same for all three)
 
 
 def minitron(*args) -> dict:
@@ -74,10 +82,13 @@ def rung_b_cost(model_path: Path, student: Path, calib: Path, num_samples: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calib", type=int, default=8, help="calibration windows of 256 tokens")
+    parser.add_argument("--calib", type=int, default=4, help="calibration windows of 256 tokens")
+    parser.add_argument("--loss-samples", type=int, default=2, help="calibration windows for the window losses")
     parser.add_argument("--top-n", type=int, default=4, help="rung (b) candidates")
-    parser.add_argument("--steps", type=int, default=10, help="distillation steps per student (4 x 256 tokens)")
-    parser.add_argument("--heldout", type=int, default=8, help="held-out windows of 256 tokens")
+    parser.add_argument("--layers-divisor", type=int, default=6, help="depths tried: 30 - k x divisor")
+    parser.add_argument("--steps", type=int, default=10, help="distillation steps per student")
+    parser.add_argument("--batch", type=int, default=8, help="sequences of 256 tokens per distillation step")
+    parser.add_argument("--heldout", type=int, default=4, help="held-out windows of 256 tokens")
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args()
 
@@ -87,12 +98,14 @@ def main() -> None:
     calib, train, held = (corpus_split_path("sotu", split) for split in ("calib", "train", "heldout"))
     work = args.work or Path(tempfile.mkdtemp(prefix="nas-bench-"))
     common = [f"model.path={model}", f"data.path={calib}", f"calib.num_samples={args.calib}", "calib.seq_length=256",
-              "importance.loss_num_samples=2"]  # fmt: skip
+              f"importance.loss_num_samples={args.loss_samples}"]  # fmt: skip
+    search_args = [f"prune.search.top_n={args.top_n}", f"prune.search.num_layers_divisor={args.layers_divisor}"]
+    load_before, wall_start = os.getloadavg(), time.perf_counter()
+    phases = {}
 
     start = time.perf_counter()
-    searched = minitron("prune", "prune=smollm2_search_50pct", *common, f"output={work / 'searched'}",
-                        f"prune.search.top_n={args.top_n}")  # fmt: skip
-    search_seconds = time.perf_counter() - start
+    searched = minitron("prune", "prune=smollm2_search_50pct", *common, f"output={work / 'searched'}", *search_args)
+    search_seconds = phases["search"] = time.perf_counter() - start
     table = json.loads((work / "searched" / "search" / "candidates.json").read_text())
     students = {"searched": work / "searched"}
     summaries = {"searched": searched}
@@ -100,18 +113,28 @@ def main() -> None:
         summaries[name] = minitron("prune", *common, f"output={work / name}", *targets)
         students[name] = work / name
 
-    cost = rung_b_cost(model, work / "searched", calib, args.calib)
+    phases["hand_picked_prunes"] = time.perf_counter() - start - search_seconds
 
+    start = time.perf_counter()
+    cost = rung_b_cost(model, work / "searched", calib, args.calib)
+    phases["rung_b_cost"] = time.perf_counter() - start
+
+    start = time.perf_counter()
     prefix = work / "train"
-    minitron("data", "prepare", f"data.path={train}", f"model.path={model}", f"output={prefix}")
+    minitron("data", "prepare", f"data.path={train}", f"model.path={model}", f"output={prefix}", "data.workers=1")
+    phases["data_prepare"] = time.perf_counter() - start
+    distill_args = [f"train.steps={args.steps}", f"train.global_batch_size={args.batch}",
+                    f"train.micro_batch_size={min(args.batch, 4)}", f"checkpoint.interval={args.steps}", *DISTILL]
+    eval_args = ["eval.seq_length=256", f"eval.max_windows={args.heldout}", "eval.micro_batch_size=4"]
     results = {}
     for name, student in students.items():
+        start = time.perf_counter()
         run = work / f"distill-{name}"
         minitron("distill", f"teacher.path={model}", f"student.path={student}", f"data.path={prefix}", f"output={run}",
-                 f"train.steps={args.steps}", "train.global_batch_size=4", "train.seq_length=256", "train.lr=1e-4",
-                 "train.min_lr=1e-5", "train.eval_interval=0", "train.warmup_steps=0", "logging.progress=false")  # fmt: skip
+                 *distill_args)  # fmt: skip
         heldout = minitron("eval", f"model.path={run / 'final'}", f"data.path={held}", f"eval.teacher={model}",
-                           "eval.seq_length=256", f"eval.max_windows={args.heldout}")  # fmt: skip
+                           *eval_args)  # fmt: skip
+        phases[f"distill_eval_{name}"] = time.perf_counter() - start
         summary = summaries[name]
         results[name] = {"shape": {k: summary["student"][k] for k in ("num_layers", "hidden_size", "ffn_hidden_size",
                                                                        "num_attention_heads", "num_query_groups")},
@@ -122,10 +145,16 @@ def main() -> None:
     write_result("nas", {
         "model": "SmolLM2-135M", "budget": table["budget"], "space": table["space"], "chosen": table["chosen"],
         "ranked_by": table["ranked_by"], "search_seconds": search_seconds, "candidates": table["candidates"],
-        "rung_b_cost": cost, "students": results, "distill": {"steps": args.steps, "tokens_per_step": 4 * 256},
-        "heldout_tokens": args.heldout * 256,
+        "rung_b_cost": cost, "students": results,
+        "settings": {"calib_windows": args.calib, "calib_seq_length": 256, "window_loss_samples": args.loss_samples,
+                     "search_overrides": search_args, "hand_picked": HAND_PICKED, "distill_overrides": distill_args,
+                     "distill_tokens_per_step": args.batch * 256, "eval_overrides": eval_args,
+                     "heldout_tokens": args.heldout * 256, "data": {"calib": str(calib), "train": str(train),
+                                                                      "heldout": str(held)}},
         "searched_at_least_as_good": results["searched"]["heldout_loss"] <= best_hand,
-        "machine": machine(), "threads": os.environ.get("OMP_NUM_THREADS"),
+        "wall_seconds": time.perf_counter() - wall_start, "phase_seconds": phases,
+        "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "nice": os.nice(0)}, "threads": os.environ.get("OMP_NUM_THREADS"),
     })  # fmt: skip
 
 
