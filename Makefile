@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 MINITRON := $(VENV)/bin/minitron
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo assets bench clean
+.PHONY: install test test-heavy test-fast demo assets bench clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 assets: install
 	$(MINITRON) assets fetch smollm2-135m sotu benchmarks || echo "minitron: assets unavailable; tests that need them will skip"
 
+# `make test` leaves out the heavy tests (long real-model comparisons, ~15-30 min): `make test-heavy` runs them.
+# A -m in PYTEST_ARGS replaces the marker selection (pytest keeps the last -m).
 test: install assets
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not heavy" $(PYTEST_ARGS)
+
+test-heavy: install assets
+	$(PY) -m pytest -q -p no:cacheprovider -m heavy $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
