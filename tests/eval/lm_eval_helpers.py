@@ -34,6 +34,18 @@ def run_tasks(lm, benchmarks, names, shots, limits=None, max_gen_toks=24):
     return harness.summarize(harness.evaluate(lm, tasks, manager, seed=1234, log_samples=False), tasks)
 
 
+def run_tasks_logged(lm, benchmarks, names, shots, items):
+    """Run ``names`` with ``items[name]`` documents each (spread over MMLU's subjects); lm-eval's per-sample log.
+
+    Returns (summary, samples: leaf task name -> lm-eval's logged samples, leaves: leaf task name -> task)."""
+    manager = lm_tasks.task_manager(benchmarks)
+    tasks = [lm_tasks.spread_items(t, items[t.name])
+             for t in lm_tasks.load_tasks(manager, names, shots, {n: None for n in names})]  # fmt: skip
+    results = harness.evaluate(lm, tasks, manager, seed=1234, log_samples=True)
+    leaves = {leaf.task_name: leaf for t in tasks for leaf in t.leaves}
+    return harness.summarize(results, tasks), results["samples"], leaves
+
+
 def make_long_context_model(directory):
     """A tiny SmolLM2-like model (char tokenizer) in DIRECTORY/model that attends 1024 positions (MMLU 5-shot fits)."""
     import json

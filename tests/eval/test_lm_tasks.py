@@ -52,6 +52,17 @@ def test_tasks_read_the_local_files_with_lm_eval_prompts(benchmarks):
     assert tasks["boolq"].leaves[0].doc_to_text(boolq) == f"{boolq['passage']}\nQuestion: {boolq['question']}?\nAnswer:"
 
 
+def test_spread_items_over_subjects(benchmarks):
+    """100 MMLU items over 57 subjects of 2 test questions: 43 subjects (first by name) give 2, 14 give 1."""
+    manager = lm_tasks.task_manager(benchmarks)
+    (task,) = lm_tasks.load_tasks(manager, ["mmlu"], {"mmlu": 0}, {"mmlu": None})
+    spread = lm_tasks.spread_items(task, 100)
+    names = sorted(spread.docs)
+    assert spread.items == 100 and [spread.docs[n] for n in names] == [2] * 43 + [1] * 14
+    assert lm_tasks.samples_of([spread])[names[-1]] == [0] and lm_tasks.spread_items(task, 500).items == 114
+    assert task.items == 114  # the loaded task is left as it was
+
+
 @pytest.mark.parametrize("name,shots", [("hellaswag", 5), ("gsm8k", 4), ("winogrande", 5)])
 def test_stand_in_pool_is_every_other_document_never_the_scored_one(benchmarks, name, shots):
     """Pool = the scored split: with shots = documents - 1, each prompt holds all the others and not itself."""
