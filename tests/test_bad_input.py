@@ -237,6 +237,17 @@ CASES = [
     ("dpo", "dpo model.path={model} data.path={data} output={out} train.seq_length=96",
      "data.path={data}: not a preference dataset"),
     ("dpo", "dpo model.path={model} data.path={zoo}/prefs output={out} align.loss=kto", "align.loss='kto': use one of"),
+    ("rewards", "rewards model.path={model} data.path={data} rewards.seq_length=96",
+     "data.path={data}: not a preference dataset"),
+    ("rewards", "rewards model.path={model} reference.path={other} data.path={zoo}/prefs rewards.seq_length=96",
+     "reference.path="),
+    ("rewards", "rewards model.path={model} data.path={zoo}/prefs rewards.seq_length=96 rewards.micro_batch_size=0",
+     "rewards.micro_batch_size=0: must be >= 1"),
+    # -- plan ---------------------------------------------------------------------------------------------------
+    ("plan", "plan model.path=nonexistent_arch", "model.path=nonexistent_arch: no such file or directory, nor an "
+     "architecture name"),
+    ("plan", "plan model.path={model} parallel.tp=3", "parallel.tp=3 does not divide the model's"),
+    ("plan", "plan model.path={model} plan.stage=distill", "plan.stage=distill needs plan.teacher=TEACHER"),
     ("sft", "sft model.path={model} data.path={zoo}/prefs output={out} train.seq_length=96",
      "not a sft dataset (format minitron-chat-dataset, kind preference)"),
     # -- evaluate, generate, bench ------------------------------------------------------------------------------
