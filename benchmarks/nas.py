@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,7 +48,7 @@ def minitron(*args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rung_b_cost(model_path: Path, student: Path, calib: Path, num_samples: int) -> dict:
+def rung_b_cost(model_path: Path, student: Path, calib: Path, num_samples: int, repeats: int) -> dict:
     """Seconds to score the searched candidate at rung (b) vs one plain forward (LM loss) of it on the same windows."""
     import torch
 
@@ -68,13 +69,13 @@ def rung_b_cost(model_path: Path, student: Path, calib: Path, num_samples: int) 
         model, _ = prune_in_memory(source, scores, targets, 1, 1, torch.float32)
         lm_loss(model, windows[:1], 1)  # warm-up
         forwards, scored = [], []
-        for _ in range(3):
+        for _ in range(repeats):
             start = time.perf_counter()
             loss = lm_loss(model, windows, 4)
             forwards.append(time.perf_counter() - start)
             scored.append(score_candidate(source, scores, targets, windows, 4, 1, 1, torch.float32)["seconds"])
-        forward, score = sorted(forwards)[1], sorted(scored)[1]
-        return {"tokens": int(windows.numel()), "forward_seconds": forward, "score_seconds": score,
+        forward, score = sorted(forwards)[repeats // 2], sorted(scored)[repeats // 2]  # medians
+        return {"tokens": int(windows.numel()), "repeats": repeats, "forward_seconds": forward, "score_seconds": score,
                 "ratio": score / forward, "loss": loss}  # fmt: skip
     finally:
         teardown_distributed()
@@ -86,8 +87,11 @@ def main() -> None:
     parser.add_argument("--loss-samples", type=int, default=2, help="calibration windows for the window losses")
     parser.add_argument("--top-n", type=int, default=4, help="rung (b) candidates")
     parser.add_argument("--layers-divisor", type=int, default=6, help="depths tried: 30 - k x divisor")
+    parser.add_argument("--cost-repeats", type=int, default=3, help="timed repeats of the rung (b) cost (median)")
     parser.add_argument("--steps", type=int, default=10, help="distillation steps per student")
     parser.add_argument("--batch", type=int, default=8, help="sequences of 256 tokens per distillation step")
+    parser.add_argument("--note", default=None, help="free text kept in the JSON (e.g. how a resumed run went)")
+    parser.add_argument("--parallel", action="store_true", help="run the three distillations at the same time")
     parser.add_argument("--heldout", type=int, default=4, help="held-out windows of 256 tokens")
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args()
@@ -116,7 +120,7 @@ def main() -> None:
     phases["hand_picked_prunes"] = time.perf_counter() - start - search_seconds
 
     start = time.perf_counter()
-    cost = rung_b_cost(model, work / "searched", calib, args.calib)
+    cost = rung_b_cost(model, work / "searched", calib, args.calib, args.cost_repeats)
     phases["rung_b_cost"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -126,15 +130,21 @@ def main() -> None:
     distill_args = [f"train.steps={args.steps}", f"train.global_batch_size={args.batch}",
                     f"train.micro_batch_size={min(args.batch, 4)}", f"checkpoint.interval={args.steps}", *DISTILL]
     eval_args = ["eval.seq_length=256", f"eval.max_windows={args.heldout}", "eval.micro_batch_size=4"]
-    results = {}
-    for name, student in students.items():
-        start = time.perf_counter()
-        run = work / f"distill-{name}"
-        minitron("distill", f"teacher.path={model}", f"student.path={student}", f"data.path={prefix}", f"output={run}",
-                 *distill_args)  # fmt: skip
+
+    def distill_and_eval(name: str) -> tuple[dict, float]:
+        start, run = time.perf_counter(), work / f"distill-{name}"
+        minitron("distill", f"teacher.path={model}", f"student.path={students[name]}", f"data.path={prefix}",
+                 f"output={run}", *distill_args)  # fmt: skip
         heldout = minitron("eval", f"model.path={run / 'final'}", f"data.path={held}", f"eval.teacher={model}",
                            *eval_args)  # fmt: skip
-        phases[f"distill_eval_{name}"] = time.perf_counter() - start
+        return heldout, time.perf_counter() - start
+
+    # the three runs are independent (same tokens, same schedule): --parallel overlaps them on a shared machine
+    with ThreadPoolExecutor(max_workers=len(students) if args.parallel else 1) as pool:
+        done = dict(zip(students, pool.map(distill_and_eval, students)))
+    results = {}
+    for name, (heldout, seconds) in done.items():
+        phases[f"distill_eval_{name}"] = seconds
         summary = summaries[name]
         results[name] = {"shape": {k: summary["student"][k] for k in ("num_layers", "hidden_size", "ffn_hidden_size",
                                                                        "num_attention_heads", "num_query_groups")},
@@ -149,8 +159,10 @@ def main() -> None:
         "settings": {"calib_windows": args.calib, "calib_seq_length": 256, "window_loss_samples": args.loss_samples,
                      "search_overrides": search_args, "hand_picked": HAND_PICKED, "distill_overrides": distill_args,
                      "distill_tokens_per_step": args.batch * 256, "eval_overrides": eval_args,
-                     "heldout_tokens": args.heldout * 256, "data": {"calib": str(calib), "train": str(train),
-                                                                      "heldout": str(held)}},
+                     "heldout_tokens": args.heldout * 256, "distill_in_parallel": args.parallel,
+                     "data": {"calib": str(calib), "train": str(train), "heldout": str(held)}},
+        "reused_outputs": [name for name, summary in summaries.items() if summary.get("skipped")],
+        "note": args.note,
         "searched_at_least_as_good": results["searched"]["heldout_loss"] <= best_hand,
         "wall_seconds": time.perf_counter() - wall_start, "phase_seconds": phases,
         "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
