@@ -170,8 +170,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model and round (median)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models (median)")
     parser.add_argument("--no-transformers", action="store_true", help="skip the transformers figure")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's); 1 keeps a shared machine's figures steadier")  # fmt: skip
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: torch's); 1 keeps a shared machine's figures steady")  # fmt: skip
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: time with this process's CPU seconds (with --threads 1: what an idle core would "
                              "take; steady on a shared machine)")  # fmt: skip
@@ -239,7 +239,8 @@ def main() -> None:
         "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
         "run_dir": str(run_dir), "device": ctx.device.type, "dtype": str(dtype).replace("torch.", ""),
         "prompt_len": args.prompt_len, "output_len": args.output_len, "repeats": args.repeats,
-        "rounds": args.rounds, "clock": args.clock, "threads": torch.get_num_threads(), "models": described, "settings": settings,
+        "rounds": args.rounds, "clock": args.clock, "threads": torch.get_num_threads(),
+        "models": described, "settings": settings,
         "paper_anchor": PAPER,
         "why_ours_differ": __doc__.split("Why ours differ, ")[1].split("Writes ``")[0].strip(),
         "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0],
