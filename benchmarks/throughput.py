@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models (median)")
     parser.add_argument("--no-transformers", action="store_true", help="skip the transformers figure")
     parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (default: torch's); 1 keeps a shared machine's figures steady")  # fmt: skip
+                        help="torch CPU threads (default: torch's); 1: steadier on a shared machine")  # fmt: skip
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: time with this process's CPU seconds (with --threads 1: what an idle core would "
                              "take; steady on a shared machine)")  # fmt: skip
