@@ -94,6 +94,7 @@ def workspace(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~40 commands run or validated one after another
 def test_every_readme_command_works_as_written(workspace):
     home, work = workspace
     bin_dir = Path(sys.executable).parent
