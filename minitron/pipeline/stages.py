@@ -164,6 +164,13 @@ class Plan:
     def add(self, name: str, command: str, args: list[str], output=None, about: str = "", curve=None, row=None):
         self.stages.append(Stage(name, command, args, None if output is None else str(output), about, curve, row))
 
+    def teacher_and_students(self, roles: tuple) -> list[dict]:
+        """The teacher's row, then each student's last row (in plan order) whose role is one of ``roles``."""
+        chosen = [model for model in self.models if model["role"] == "teacher"]
+        for name in self.recipe.students:
+            chosen += [model for model in self.models if model["student"] == name and model["role"] in roles][-1:]
+        return chosen
+
     def measure(self, path, name: str, role: str, student: Optional[str] = None) -> None:
         """Add a model to the evaluation table (one eval stage, one report row)."""
         self.models.append(dict(path=str(path), name=name, role=role, student=student))
@@ -354,11 +361,7 @@ def plan_throughput(plan: Plan) -> None:
     final model: distilled, else pruned; the other models of a student share its shape and so its speed)."""
     if not plan.recipe.throughput.enabled:
         return
-    timed = [model for model in plan.models if model["role"] == "teacher"]
-    for name in plan.recipe.students:
-        rows = [model for model in plan.models if model["student"] == name and model["role"] in ("distilled", "pruned")]
-        timed += rows[-1:]
-    for model in timed:
+    for model in plan.teacher_and_students(("pruned", "distilled")):
         output = plan.run / "throughput" / f"{_slug(model['name'])}.json"
         plan.add(f"bench_{_slug(model['name'])}", "bench",
                  [f"model.path={model['path']}", *plan.parallel, "bench.reference=false", *plan.recipe.throughput.args,
@@ -382,11 +385,7 @@ def plan_alignment_report(plan: Plan) -> None:
                      row=f"{aligned['name']}, aligned")  # fmt: skip
     if not report.prompts:
         return
-    answering = [model for model in plan.models if model["role"] == "teacher"]
-    for name in plan.recipe.students:
-        rows = [model for model in plan.models if model["student"] == name and model["role"] in ("distilled", "aligned")]
-        answering += rows[-1:]
-    for model in answering:
+    for model in plan.teacher_and_students(("distilled", "aligned")):
         output = plan.run / "answers" / f"{_slug(model['name'])}.json"
         plan.add(f"answers_{_slug(model['name'])}", "generate",
                  [f"model.path={model['path']}", *plan.parallel, f"prompts={_value(list(report.prompts))}",
