@@ -110,6 +110,6 @@ def test_every_numeric_setting_is_range_checked(name, key, bad):
         validate(name, [*required, f"{key}={bad}"])
     message = str(err.value)
     setting = message.split("=")[0]
-    assert key.endswith(setting) and "." in setting, message
+    assert key.endswith(setting) and ("." in setting or setting == key), message  # full dotted name
     value = "nan" if bad == "nan" else ("-1.0" if dict(((k, f) for _, k, f in NUMERIC_SETTINGS))[key] else "-1")
     assert message.startswith(f"{setting}={value}: must be "), message

@@ -80,7 +80,8 @@ def validate(args: list[str], home: Path) -> None:
 def workspace(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("readme")
     home, work = root / "home", root / "work"
-    model = make_tiny_model("llama31", home / "models" / "Llama-3.1-8B", num_layers=32, seed=3)
+    model = make_tiny_model("llama31", home / "models" / "Llama-3.1-8B", num_layers=32, seed=3,
+                            num_attention_heads=16, num_key_value_heads=8)  # the paper recipe's TP=8 divides them
     save_char_tokenizer(model)
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))

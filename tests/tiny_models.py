@@ -29,11 +29,12 @@ FAMILIES = {
 
 
 def make_tiny_model(family: str, out_dir: Path, num_layers: int = 4, vocab_size: int = 256, seed: int = 0,
-                    dtype: torch.dtype = torch.float32) -> Path:
-    """Save a random tiny HF model of ``family`` to ``out_dir`` (weights, config; no tokenizer)."""
+                    dtype: torch.dtype = torch.float32, **config) -> Path:
+    """Save a random tiny HF model of ``family`` to ``out_dir`` (weights, config; no tokenizer); ``config``
+    replaces entries of the family's config (e.g. ``num_attention_heads=16``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    overrides = dict(FAMILIES[family])
+    overrides = {**FAMILIES[family], **config}
     model_type = overrides.pop("model_type")
     vocab_size = overrides.pop("vocab_size", vocab_size)
     config = AutoConfig.for_model(model_type, num_hidden_layers=num_layers, vocab_size=vocab_size,

@@ -129,10 +129,7 @@ class AlignStage:
 class StudentAlign:
     sft: List[AlignStage] = field(default_factory=list)  # SFT stages in order, each from the previous one's output
     dpo: Optional[AlignStage] = None  # preference optimisation (DPO/IPO/RPO, align.rounds) after the SFT stages
-    seq_length: int = 512  # tokens per example: the prepared data's limit and train.seq_length
-
-    def __post_init__(self):
-        check_range("recipe.students.NAME.align.seq_length", self.seq_length, at_least=2)
+    seq_length: int = 512  # tokens per example: the prepared data's limit and train.seq_length (checked by Recipe.validate, which knows the student's name)
 
 
 @dataclass
@@ -185,6 +182,11 @@ class Recipe:
         default_factory=AlignmentReport
     )  # what the report shows of alignment: held-out reward accuracy, greedy answers to fixed prompts
     export: bool = True  # write every distilled student as a Hugging Face directory (students/NAME/hf)
+
+    def __post_init__(self):
+        for name, student in self.students.items():
+            if student.align is not None:
+                check_range(f"recipe.students.{name}.align.seq_length", student.align.seq_length, at_least=2)
 
     def validate(self) -> None:
         """Checks of a complete recipe (the schema's defaults are not one): run before any stage."""
