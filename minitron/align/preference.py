@@ -7,8 +7,8 @@ stages); here the frozen model is the reference policy and the loss is a prefere
 A micro-batch holds ``m`` whole pairs: samples of ``[2, s]`` (chosen, rejected) collated to ``[m, 2, s]``
 and run as ``[2m, s]`` rows ``c_0, r_0, c_1, r_1, ...``; between pipeline stages the tensor is
 ``[s, 2m, h_policy + h_reference]`` (:meth:`PreferenceModel.adjust_tensor_shapes`). On the last stage the
-per-token log-probs of both models are ``-vocab_parallel.cross_entropy`` of their ``[2m, s, vocab/tp]``
-logits (exact under TP), summed (or averaged) over answer tokens, and :func:`minitron.align.losses.pair_losses`
+per-token log-probs of both models are minus Megatron's vocab-parallel cross-entropy of their
+``[2m, s, vocab/tp]`` logits (exact under TP; :func:`token_cross_entropy`), summed (or averaged) over answer tokens, and :func:`minitron.align.losses.pair_losses`
 gives the per-pair loss. The loss function returns ``(sum of pair losses, m)``: the engine divides by the
 global number of pairs, so the update is the same for any micro-batching and DP.
 
@@ -22,14 +22,11 @@ reference and the same micro-batch, step 0's log-ratios are exactly 0 (loss ln 2
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 
 from minitron.align import losses
 from minitron.config.align import AlignSettings
 from minitron.config.distill import DistillSettings
-from minitron.distill import vocab_parallel
 from minitron.distill.model import DistillationModel
 from minitron.training.step import StepFunctions
 
@@ -73,12 +70,10 @@ class PreferenceModel(DistillationModel):
         """Last stage: (sum of the pairs' losses, number of pairs, reports of [sum, pairs])."""
         settings = self.align
         labels, mask = batch["labels"], batch["loss_mask"].to(policy_logits.device)
-        policy = losses.sequence_logps(-vocab_parallel.cross_entropy(policy_logits, labels, self.group).float(),
-                                       mask, settings.average_logps)  # fmt: skip
+        policy = losses.sequence_logps(-token_cross_entropy(policy_logits, labels), mask, settings.average_logps)
         with torch.no_grad():
-            reference = losses.sequence_logps(
-                -vocab_parallel.cross_entropy(reference_logits, labels, self.group).float(), mask, settings.average_logps
-            )
+            reference = losses.sequence_logps(-token_cross_entropy(reference_logits, labels), mask,
+                                              settings.average_logps)  # fmt: skip
         rewards = batch["rewards"].to(policy.device, policy.dtype)
         out = losses.pair_losses(settings.loss, policy[0::2], policy[1::2], reference[0::2], reference[1::2],
                                  settings.beta, settings.eta, rewards[:, 0], rewards[:, 1],
@@ -90,6 +85,19 @@ class PreferenceModel(DistillationModel):
                    "logps/rejected": torch.stack([policy[1::2].detach().sum(), pairs])}  # fmt: skip
         reports.update({name: torch.stack([out[key].sum(), pairs]) for name, key in _PER_PAIR.items()})
         return total, pairs.to(torch.int), reports
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token ``-log p(label)`` ``[2m, s]`` (fp32) of vocab-parallel ``logits`` ``[2m, s, vocab/tp]``.
+
+    Megatron's vocab-parallel cross-entropy, the one the language-model loss of a plain training step uses: it
+    works in place on the fp32 logits and keeps only their softmax for the backward pass, so the two log-prob
+    passes of a DPO step cost what one LM loss costs (a log-softmax copy of the vocabulary would not).
+    ``logits`` are consumed: in fp32 they are overwritten.
+    """
+    from megatron.core import tensor_parallel
+
+    return tensor_parallel.vocab_parallel_cross_entropy(logits.float(), labels.to(logits.device, torch.int64))
 
 
 def load_preference(policy_source, reference_source, tp: int, pp: int, dtype: torch.dtype,

@@ -32,6 +32,7 @@ from minitron.commands import COMMANDS
 from minitron.config.pipeline import PipelineCommand
 from minitron.errors import MinitronError
 from minitron.fsutil import output_lock, write_json_atomic
+from minitron.pipeline.launcher import check_launcher
 from minitron.pipeline.memory import check_fits, stage_plan, summary_line
 from minitron.pipeline.stages import REPORT, Stage, plan_stages
 from minitron.pipeline.summary import build_report
@@ -236,6 +237,7 @@ def run_pipeline(cfg: PipelineCommand, config: dict) -> dict:
     validate_stages(plan_stages(cfg, teacher_exists=teacher_ready))  # every stage's config, in seconds
     if cfg.dry_run:
         return dry_run(cfg, run_dir, teacher_ready)
+    check_launcher(cfg.launcher)  # srun without a reachable controller fails here, not after the first stages
     with output_lock(run_dir):  # one pipeline per run directory; its stages lock their own outputs
         run_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(run_dir, recipe.name, config)

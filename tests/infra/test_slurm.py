@@ -138,3 +138,23 @@ def test_a_cancelled_job_resumes_when_resubmitted(cluster, teacher_model, tmp_pa
     assert resumed["resumed_from"] is not None and resumed["steps"] == 16 and 0 < resumed["steps_this_run"] < 16
     assert "importance: done earlier" in second_log.read_text()
     assert (run / "report.md").is_file()
+
+
+def test_a_slurm_launcher_without_a_reachable_controller_is_refused(teacher_model, tmp_path):  # noqa: F811
+    """`launcher='srun ...'` where scontrol ping finds no slurmctld (a slurm.conf whose controller port is closed):
+    one error line, exit 2, before any stage and without a run directory."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: installs slurm-wlm")
+    slurm_cluster.install()
+    (tmp_path / "slurm.conf").write_text(slurm_cluster.slurm_conf(tmp_path, 1, 0, (free_port(), free_port())))
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model), tmp_path / "run"
+    environment = clean_env({"SLURM_CONF": str(tmp_path / "slurm.conf"), "PYTHONPATH": str(REPO),
+                             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{slurm_cluster.env(tmp_path)['PATH']}"})  # fmt: skip
+    launcher = f"launcher='srun --ntasks-per-node=1 {REPO / 'launch' / 'node_torchrun.sh'}'"
+    result = subprocess.run([sys.executable, "-m", "minitron.cli", *pipeline_args(conf, run, launcher)],
+                            env=environment, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: launcher='srun --ntasks-per-node=1 ") and "Slurm is not reachable (scontrol ping: " in line
+    assert "is DOWN" in line, line
+    assert not run.exists()

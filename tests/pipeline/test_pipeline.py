@@ -205,6 +205,15 @@ def test_a_training_stage_that_does_not_fit_the_device_is_refused(teacher_model,
     assert not (run / "teacher_corrected").exists()
 
 
+def test_a_launcher_that_cannot_start_is_refused_before_the_first_stage(teacher_model, tmp_path):
+    conf, run = tiny_recipe(tmp_path / "conf", teacher_model), tmp_path / "run"
+    result = run_cli(*pipeline_args(conf, run, "launcher='no-such-launcher --nproc-per-node 2'"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: launcher='no-such-launcher --nproc-per-node 2': no-such-launcher is not on PATH"), line
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [
@@ -311,7 +320,15 @@ def test_shipped_recipes_compose_and_plan():
     stages = {stage.name: stage for stage in plan_stages(paper, teacher_exists=False)}
     evaluated = [name for name in stages if name.startswith("tasks_")]
     assert evaluated == ["tasks_teacher", "tasks_teacher_corrected", "tasks_width_pruned", "tasks_width_distilled",
-                         "tasks_depth_pruned", "tasks_depth_distilled"]  # fmt: skip
+                         "tasks_width_aligned", "tasks_depth_pruned", "tasks_depth_distilled",
+                         "tasks_depth_aligned"]  # fmt: skip
+    # and aligns both students as the paper did: math/code SFT, instruction SFT, then 2 rounds of RPO
+    for student in ("width", "depth"):
+        assert [stages[f"sft_{student}_{k}"].command for k in (1, 2)] == ["sft", "sft"]
+        assert f"model.path={stages[f'sft_{student}_1'].output}/final" in stages[f"sft_{student}_2"].args
+        rpo = stages[f"dpo_{student}"]
+        assert {"align.loss=rpo_bwd_kl", "align.rounds=2"} <= set(rpo.args)
+        assert f"model.path={stages[f'sft_{student}_2'].output}/final" in rpo.args
     for shots in ("mmlu=5", "winogrande=5", "hellaswag=10", "arc_challenge=25", "gsm8k=5"):
         assert f"+eval.fewshot.{shots}" in stages["tasks_width_distilled"].args
     assert [name for name in stages if name.startswith("bench_")] == ["bench_teacher", "bench_width_distilled",
