@@ -1,21 +1,23 @@
 """Per-rank memory and time of a training stage, from the architecture and the layout alone (``minitron plan``).
 
-Memory of the fullest rank (the first pipeline stage holds the embedding and the most micro-batches in flight,
-the last the LM head; the larger of the two is reported), in bytes:
+Memory of the fullest rank, in bytes: the parts are summed per pipeline stage (the first holds the embedding and the
+most micro-batches in flight, the last the LM head and the logits/loss tensors) and the stage with the larger total
+is reported (``pipeline_stage``), with its parts:
 
   weights       params on the rank x the parameter dtype's bytes
   gradients     params x 4: Megatron DDP's main_grad buffer is fp32 (grad_reduce_in_fp32)
   optimizer     params x (8: Adam's two fp32 moments + 4: fp32 main weights when params are bf16/fp16),
                 divided by DP with the distributed optimizer
   activations   what autograd keeps per micro-batch for the backward pass, times the micro-batches in flight on
-                the first stage of 1F1B (min(PP, micro-batches)) -- Korthikanti et al. 2022 ("Reducing Activation
-                Recomputation in Large Transformer Models"): the tensors outside the TP-split regions (norms and
-                the linear layers' inputs) are divided by TP only with sequence parallelism; selective recompute
-                drops the attention core's saves; full recompute keeps each recomputed layer's input only, plus
-                one layer's saves while it is recomputed
-  logits/loss   the last stage's vocabulary-sized tensors of one micro-batch: the cross-entropy's saved softmax
-                (fp32) and the logits (train); for distillation both models' logits, the KL's gradient (fp32) and
-                the chunked KL's temporaries, capped at their 1 GiB budget (minitron.distill.vocab_parallel)
+                the stage in 1F1B (min(PP - stage, micro-batches): up to PP on the first, one on the last) --
+                Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"): the
+                tensors outside the TP-split regions (norms and the linear layers' inputs) are divided by TP only
+                with sequence parallelism; selective recompute drops the attention core's saves; full recompute
+                keeps each recomputed layer's input only, plus one layer's saves while it is recomputed
+  logits/loss   the last stage's vocabulary-sized tensors of one micro-batch (none on other stages): the
+                cross-entropy's saved softmax (fp32) and the logits (train); for distillation both models' logits,
+                the KL's gradient (fp32; written over the student's logits when those are fp32) and the chunked
+                KL's temporaries, capped at their 1 GiB budget (minitron.distill.vocab_parallel)
   teacher       distillation: the teacher's weights on the rank (no gradients, no optimizer state) and one of its
                 layers' working set (it runs without autograd)
 
@@ -100,8 +102,8 @@ def layer_saved_elements(arch: ModelArch, layout: Layout) -> float:
     return (outside / tp if layout.sequence_parallel else outside) + inside
 
 
-def activation_bytes(arch: ModelArch, layout: Layout) -> dict:
-    """Activations of the first pipeline stage (and the last stage's logits/loss), in bytes."""
+def activation_bytes(arch: ModelArch, layout: Layout, stage: int = 0) -> dict:
+    """Activations of pipeline ``stage`` (1F1B: ``min(PP - stage, micro-batches)`` in flight), in bytes."""
     e = DTYPE_BYTES[layout.dtype]
     tokens = layout.micro_batch_size * layout.seq_length
     layers = arch.num_layers // layout.pp
@@ -112,7 +114,7 @@ def activation_bytes(arch: ModelArch, layout: Layout) -> dict:
         kept = (layers - recomputed) * per_layer + recomputed * layer_input + (per_layer if recomputed else 0)
     else:
         kept = layers * per_layer
-    in_flight = min(layout.pp, layout.num_micro_batches)
+    in_flight = min(layout.pp - stage, layout.num_micro_batches)
     return {"per_micro_batch": kept, "in_flight": in_flight, "total": kept * in_flight}
 
 
@@ -125,30 +127,39 @@ def logits_bytes(arch: ModelArch, layout: Layout, teacher: Optional[ModelArch] =
     if teacher is None:
         return int(head_inputs + tokens * vocab * (4 + e))  # softmax kept by the cross-entropy (fp32) + the logits
     kl_temporaries = min(TEMPORARIES_BUDGET_BYTES, KL_TEMPORARIES * 4 * tokens * vocab)
-    return int(head_inputs + tokens * vocab * (2 * e + 4) + kl_temporaries)
+    gradient = 4 if e != 4 else 0  # the KL's fp32 gradient is written over fp32 student logits (inplace)
+    return int(head_inputs + tokens * vocab * (2 * e + gradient) + kl_temporaries)
 
 
-def plan_memory(arch: ModelArch, layout: Layout, teacher: Optional[ModelArch] = None) -> dict:
-    """Per-rank bytes of each part and their total, for the fullest pipeline stage."""
+def stage_memory(arch: ModelArch, layout: Layout, stage: int, teacher: Optional[ModelArch] = None) -> dict:
+    """Per-rank bytes of each part and their total on pipeline ``stage``: only the last stage has the logits/loss
+    tensors, the first the most micro-batches in flight."""
     e = DTYPE_BYTES[layout.dtype]
-    params = max(stage_params(arch, layout.tp, layout.pp, stage) for stage in (0, layout.pp - 1))
+    params = stage_params(arch, layout.tp, layout.pp, stage)
     optimizer_per_param = 8 + (4 if layout.dtype != "float32" else 0)
     shards = layout.dp if layout.distributed_optimizer else 1
-    acts = activation_bytes(arch, layout)
+    acts = activation_bytes(arch, layout, stage)
     parts = {
         "weights": params * e,
         "gradients": params * 4,
         "optimizer": params * optimizer_per_param / shards,
         "activations": acts["total"],
-        "logits_loss": logits_bytes(arch, layout, teacher),
+        "logits_loss": logits_bytes(arch, layout, teacher) if stage == layout.pp - 1 else 0,
     }
     if teacher is not None:
-        teacher_params = max(stage_params(teacher, layout.tp, layout.pp, stage) for stage in (0, layout.pp - 1))
+        teacher_params = stage_params(teacher, layout.tp, layout.pp, stage)
         working = layer_saved_elements(teacher, Layout(**{**dataclasses.asdict(layout), "recompute": "none"}))
         parts["teacher"] = teacher_params * e + working * layout.micro_batch_size * layout.seq_length * e
     parts = {k: int(v) for k, v in parts.items()}
     return {"params_per_rank": params, "parts": parts, "total": sum(parts.values()),
-            "micro_batches_in_flight": acts["in_flight"]}  # fmt: skip
+            "micro_batches_in_flight": acts["in_flight"], "pipeline_stage": stage}  # fmt: skip
+
+
+def plan_memory(arch: ModelArch, layout: Layout, teacher: Optional[ModelArch] = None) -> dict:
+    """Per-rank bytes of each part and their total, for the fullest pipeline stage (the first or the last: the
+    stages between hold fewer micro-batches in flight than the first and no embedding, no logits)."""
+    stages = [stage_memory(arch, layout, stage, teacher) for stage in sorted({0, layout.pp - 1})]
+    return max(stages, key=lambda plan: plan["total"])
 
 
 def plan_flops(arch: ModelArch, layout: Layout, teacher: Optional[ModelArch] = None, mfu: float = 0.4,
