@@ -8,9 +8,10 @@ A micro-batch holds ``m`` whole pairs: samples of ``[2, s]`` (chosen, rejected) 
 and run as ``[2m, s]`` rows ``c_0, r_0, c_1, r_1, ...``; between pipeline stages the tensor is
 ``[s, 2m, h_policy + h_reference]`` (:meth:`PreferenceModel.adjust_tensor_shapes`). On the last stage the
 per-token log-probs of both models are minus Megatron's vocab-parallel cross-entropy of their
-``[2m, s, vocab/tp]`` logits (exact under TP; :func:`token_cross_entropy`), summed (or averaged) over answer tokens, and :func:`minitron.align.losses.pair_losses`
-gives the per-pair loss. The loss function returns ``(sum of pair losses, m)``: the engine divides by the
-global number of pairs, so the update is the same for any micro-batching and DP.
+``[2m, s, vocab/tp]`` logits (exact under TP; :func:`token_cross_entropy`), summed (or averaged) over answer
+tokens, and :func:`minitron.align.losses.pair_losses` gives the per-pair loss. The loss function returns
+``(sum of pair losses, m)``: the engine divides by the global number of pairs, so the update is the same for
+any micro-batching and DP.
 
 The reference is a second model shard, not a weight swap: on CPU host and device memory are one, so
 swapping weights to host saves nothing and costs two copies per step; on a GPU the second shard costs one
@@ -49,7 +50,8 @@ class PreferenceModel(DistillationModel):
 
     def step_functions(self) -> StepFunctions:
         shapes = self.adjust_tensor_shapes if self.pipeline_parallel else None
-        return StepFunctions(forward_step=self.forward_step, adjust_tensor_shapes=shapes, report_keys=REPORTS)
+        return StepFunctions(forward_step=self.forward_step, adjust_tensor_shapes=shapes, report_keys=REPORTS,
+                             sequences_per_sample=2)  # fmt: skip
 
     def adjust_tensor_shapes(self, recv_shapes: list, send_shapes: list) -> tuple[list, list]:
         """P2P shapes ``[s, m, h]`` -> ``[s, 2m, h_policy + h_reference]`` (two sequences per pair)."""

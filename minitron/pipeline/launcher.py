@@ -34,7 +34,8 @@ def check_launcher(launcher: str) -> None:
         if reason:
             raise MinitronError(
                 f"launcher={launcher!r}: Slurm is not reachable ({reason}); run from a node of the cluster "
-                "(sbatch launch/slurm_pipeline.sbatch ...) with SLURM_CONF pointing at its slurm.conf, or check slurmctld"
+                "(sbatch launch/slurm_pipeline.sbatch ...) with SLURM_CONF pointing at its slurm.conf, or check "
+                "slurmctld"
             )
 
 
@@ -43,7 +44,7 @@ def slurm_unreachable() -> str:
     if shutil.which("scontrol") is None:
         return "scontrol is not on PATH"
     try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=PING_TIMEOUT_S)
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=PING_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return f"scontrol ping gave no answer in {PING_TIMEOUT_S} s"
     answer = " ".join((ping.stdout + " " + ping.stderr).split())

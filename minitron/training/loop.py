@@ -86,7 +86,8 @@ def train(parts, data: TrainData, cfg: TrainCommand, run_dir, source, run_config
     if resumed_from:
         metrics.note(f"resumed from {resumed_from}: step {step}, {consumed:,} samples consumed")
     batches = micro_batches(data.train, settings.global_batch_size, settings.micro_batch_size, consumed)
-    tokens_per_step = settings.global_batch_size * settings.seq_length
+    sequences_per_sample = (functions or StepFunctions()).sequences_per_sample  # 2 for a preference pair
+    tokens_per_step = settings.global_batch_size * sequences_per_sample * settings.seq_length
     started, first_step, last, valid_loss = time.perf_counter(), step, None, None
     try:
         while step < settings.steps:

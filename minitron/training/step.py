@@ -64,6 +64,7 @@ class StepFunctions:
     forward_step: Callable = forward_step  # Megatron forward_step_func(data_iterator, model) -> (output, loss_func)
     adjust_tensor_shapes: Optional[Callable] = None  # (recv_shapes, send_shapes) -> new ones; PP>1 only
     report_keys: tuple = ("loss",)  # the loss function's reports, each [sum, tokens]; "loss" first
+    sequences_per_sample: int = 1  # sequences in one sample (2 for a preference pair): tokens/s counts them all
 
 
 def _global_means(outputs: list, keys: tuple = ("loss",)) -> tuple[dict, int]:
