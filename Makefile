@@ -8,6 +8,8 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 MINITRON := $(VENV)/bin/minitron
 PYTEST_ARGS ?=
+# pytest-xdist workers of `make test` (one per core; each test file stays on one worker, its fixtures built once)
+TEST_WORKERS ?= 2
 
 .PHONY: install test test-fast test-heavy test-infra demo assets bench clean
 
@@ -26,7 +28,7 @@ assets: install
 # `make test` leaves out the heavy tests (long real-model comparisons, ~15-30 min): `make test-heavy` runs them.
 # A -m in PYTEST_ARGS replaces the marker selection (pytest keeps the last -m).
 test: install assets
-	$(PY) -m pytest -q -p no:cacheprovider -m "not infra and not heavy" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not infra and not heavy" $(PYTEST_ARGS)
 
 test-heavy: install assets
 	$(PY) -m pytest -q -p no:cacheprovider -m heavy $(PYTEST_ARGS)

@@ -48,6 +48,16 @@ def print_result(result: dict) -> None:
         print(json.dumps(result), flush=True)
 
 
+def report_result(result: dict, output: Optional[str] = None) -> None:
+    """End a command: ``result`` written atomically to ``output`` (when given) and printed as the last stdout
+    line, both by the main process only."""
+    if output and is_main_process():
+        from minitron.fsutil import write_json_atomic
+
+        write_json_atomic(output, result)
+    print_result(result)
+
+
 def stage(fn):
     """Run a recipe's main with minitron's error contract (see module docstring)."""
 

@@ -15,7 +15,7 @@ import os
 from minitron import runtime
 from minitron.config import schema
 from minitron.eval import throughput
-from minitron.fsutil import check_not_an_input, write_json_atomic
+from minitron.fsutil import check_not_an_input
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.parallel import setup_distributed, teardown_distributed
@@ -54,9 +54,7 @@ def main(cfg) -> None:
                         + (f"{decode:,.1f} tokens/s" if decode else "-"))  # fmt: skip
         result.update(batch=bench.batch, prompt_len=bench.prompt_len, output_len=bench.output_len, tp=ctx.tp, pp=ctx.pp,
                       dtype=str(dtype).replace("torch.", ""), device=ctx.device.type, model=str(source.path))  # fmt: skip
-        if cfg.output and runtime.is_main_process():
-            write_json_atomic(cfg.output, result)
-        runtime.print_result(result)
+        runtime.report_result(result, cfg.output)
     finally:
         teardown_distributed()
 

@@ -20,7 +20,7 @@ from minitron import runtime
 from minitron.config import schema
 from minitron.data.documents import read_texts
 from minitron.errors import MinitronError
-from minitron.fsutil import check_not_an_input, write_json_atomic
+from minitron.fsutil import check_not_an_input
 from minitron.eval import heldout
 from minitron.models import checkpoint
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
@@ -76,9 +76,7 @@ def main(cfg) -> None:
             runtime.log(f"loss {result['loss']:.6f}  ppl {result['ppl']:.3f}  over {result['tokens']:,} tokens")
             if teacher is not None:
                 runtime.log(f"KL(teacher || model) {result['kl']:.6f}  teacher loss {result['teacher_loss']:.6f}")
-            if cfg.output and ctx.is_main:
-                write_json_atomic(cfg.output, result)
-            runtime.print_result(result)
+            runtime.report_result(result, cfg.output)
     finally:
         teardown_distributed()
 

@@ -16,7 +16,7 @@ with the text, its token ids and the prefill/decode speeds.
 from minitron import runtime
 from minitron.config import schema
 from minitron.errors import MinitronError
-from minitron.fsutil import check_not_an_input, write_json_atomic
+from minitron.fsutil import check_not_an_input
 from minitron.eval.generation import Sampling, Timing, eos_token_ids, generate
 from minitron.eval.harness import check_tokenizer
 from minitron.models import checkpoint
@@ -64,9 +64,7 @@ def main(cfg) -> None:
                   "model": str(source.path)}  # fmt: skip
         if len(answers) > 1:
             result["answers"] = answers
-        if cfg.output and runtime.is_main_process():
-            write_json_atomic(cfg.output, result)
-        runtime.print_result(result)
+        runtime.report_result(result, cfg.output)
     finally:
         teardown_distributed()
 

@@ -10,7 +10,6 @@ them during training; rewards/accuracies is the share of pairs whose chosen rewa
 pairs), no gradients. The last stdout line is one JSON object (also written to output=FILE).
 """
 
-import os
 
 from minitron import runtime
 from minitron.align import checks
@@ -18,7 +17,7 @@ from minitron.align.data import PreferenceDataset, read_chat_sidecar
 from minitron.align.preference import REPORTS, load_preference
 from minitron.config import schema
 from minitron.errors import MinitronError
-from minitron.fsutil import check_not_an_input, write_json_atomic
+from minitron.fsutil import check_not_an_input
 from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
 from minitron.parallel import setup_distributed, teardown_distributed
 from minitron.training.data import micro_batches
@@ -68,9 +67,7 @@ def main(cfg) -> None:
                       data=str(cfg.data.path))  # fmt: skip
         runtime.log(f"reward accuracy {result['rewards/accuracies']:.4f}, margin {result['rewards/margins']:.4f} "
                     f"on {counted:,} pairs")  # fmt: skip
-        if cfg.output and runtime.is_main_process():
-            write_json_atomic(cfg.output, result)
-        runtime.print_result(result)
+        runtime.report_result(result, cfg.output)
     finally:
         teardown_distributed()
 

@@ -15,6 +15,8 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one pytest worker per core: one thread each, children too
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 from tiny_models import FAMILIES, make_tiny_model, save_char_tokenizer  # noqa: E402
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from minitron.align.data import read_chat_sidecar
 from minitron.errors import MinitronError
 from minitron.models.checkpoint import ModelSource, open_model
-from minitron.models.megatron_gpt import check_parallel_layout, check_sequence_length
-from minitron.parallel.setup import data_parallel_size
-from minitron.training import data, metrics, rundir
+from minitron.models.megatron_gpt import check_parallel_layout
+from minitron.training import data
+from minitron.training.checks import check_run_inputs
 
 
 def open_source(field: str, path) -> ModelSource:
@@ -26,20 +26,8 @@ def open_source(field: str, path) -> ModelSource:
 
 def check_align_inputs(cfg, kind: str, source: ModelSource, world_size: int) -> dict:
     """Raise :class:`MinitronError` for the first problem; returns the dataset's sidecar. Writes nothing."""
-    settings, arch = cfg.train, source.arch
-    check_sequence_length(arch, "train.seq_length", settings.seq_length)
-    check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
-    dp = data_parallel_size(world_size, cfg.parallel.tp, cfg.parallel.pp)
-    per_pass = settings.micro_batch_size * dp
-    if settings.global_batch_size % per_pass:
-        raise MinitronError(
-            f"train.global_batch_size={settings.global_batch_size} is not divisible by train.micro_batch_size="
-            f"{settings.micro_batch_size} x data-parallel size {dp} = {per_pass}; use a multiple of {per_pass}"
-        )
-    problem = metrics.wandb_problem(cfg.logging)
-    if problem:
-        raise MinitronError(problem)
-    rundir.check_output(cfg.output)
+    settings = cfg.train
+    check_run_inputs(cfg, source, world_size)  # as `minitron train` checks its model, layout, batch and output
     if cfg.data.path is None:
         raise MinitronError(f"data.path is required: a dataset from `minitron data prepare data.format={kind}`")
     meta = read_chat_sidecar(cfg.data.path, kind)

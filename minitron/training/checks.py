@@ -17,6 +17,18 @@ def check_train_inputs(cfg: TrainCommand, source, world_size: int) -> None:
     """Raise :class:`MinitronError` for the first problem found; reads files, writes nothing.
 
     ``source`` is the model's :class:`~minitron.models.checkpoint.ModelSource`."""
+    check_run_inputs(cfg, source, world_size)
+    settings, arch = cfg.train, source.arch
+    if cfg.data.path is None:  # before loading the tokenizer, which a model without one would complain about
+        data.check_data(None, settings.seq_length, arch.vocab_size, None)
+    data.check_data(cfg.data.path, settings.seq_length, arch.vocab_size, data.eod_id(source),
+                    data.tokenizer_identity(source))  # fmt: skip
+
+
+def check_run_inputs(cfg, source, world_size: int) -> None:
+    """What every command on the training engine checks before its data (train, distill, sft, dpo): the
+    sequence length and layout fit the model, the batch divides over the data-parallel ranks, the W&B settings
+    and the output directory are usable. ``cfg`` has ``train``, ``parallel``, ``logging`` and ``output``."""
     settings, arch = cfg.train, source.arch
     check_sequence_length(arch, "train.seq_length", settings.seq_length)
     check_parallel_layout(arch, cfg.parallel.tp, cfg.parallel.pp)
@@ -31,7 +43,3 @@ def check_train_inputs(cfg: TrainCommand, source, world_size: int) -> None:
     if problem:
         raise MinitronError(problem)
     rundir.check_output(cfg.output)
-    if cfg.data.path is None:  # before loading the tokenizer, which a model without one would complain about
-        data.check_data(None, settings.seq_length, arch.vocab_size, None)
-    data.check_data(cfg.data.path, settings.seq_length, arch.vocab_size, data.eod_id(source),
-                    data.tokenizer_identity(source))  # fmt: skip
