@@ -55,6 +55,20 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def time_alternating(functions: dict, device: torch.device, warmup: int, rounds: int, steps: int) -> dict:
+    """Seconds of every timed call of ``functions`` (name -> callable without arguments), by name: ``warmup``
+    untimed calls of each first, then ``rounds`` rounds of ``steps`` calls of each in turn, so that all of them
+    see the same machine load."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            times[name] += [timed(fn, device) for _ in range(steps)]
+    return times
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -21,7 +21,6 @@ import argparse
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine, sync, write_result  # noqa: E402
+from benchmarks.common import machine, time_alternating, write_result  # noqa: E402
 from benchmarks.train import default_model, make_batch, versions_and_time  # noqa: E402
 
 
@@ -68,17 +67,6 @@ def build(teacher_dir: Path, student_dir: Path, batch: int, seq: int, dtype: tor
     return {"teacher_forward": teacher_forward, "student_step": student_step, "distill_step": distill_step}
 
 
-def timed(fn, device: torch.device, count: int) -> list[float]:
-    times = []
-    for _ in range(count):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, default=default_model(), help="HF directory of the teacher")
@@ -100,12 +88,7 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
 
     functions = build(args.teacher, student_dir, args.batch, args.seq, dtype)
-    for fn in functions.values():
-        timed(fn, device, args.warmup)
-    times = {name: [] for name in functions}
-    for _ in range(args.rounds):
-        for name, fn in functions.items():
-            times[name] += timed(fn, device, args.steps)
+    times = time_alternating(functions, device, args.warmup, args.rounds, args.steps)
 
     tokens = args.batch * args.seq
     median = {name: statistics.median(values) for name, values in times.items()}

@@ -32,8 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine, write_result
-from benchmarks.distill import timed
+from benchmarks.common import machine, time_alternating, write_result
 from benchmarks.train import default_model, versions_and_time
 
 
@@ -99,12 +98,7 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
 
     functions, answer_tokens = build(args.model, args.data, args.batch, args.seq, dtype)
-    for fn in functions.values():
-        timed(fn, device, args.warmup)
-    times = {name: [] for name in functions}
-    for _ in range(args.rounds):
-        for name, fn in functions.items():
-            times[name] += timed(fn, device, args.steps)
+    times = time_alternating(functions, device, args.warmup, args.rounds, args.steps)
 
     tokens = 2 * args.batch * args.seq  # chosen and rejected sequences, padded to --seq
     median = {name: statistics.median(values) for name, values in times.items()}
