@@ -47,9 +47,10 @@ $(VENV)/.installed-infra: $(VENV)/.installed
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,infra]'
 	touch $@
 
-# The demo: the whole recipe on SmolLM2-135M-Instruct (conf/recipe/demo_smollm2.yaml), about 45 minutes on
+# The demo: the whole recipe on SmolLM2-135M-Instruct (conf/recipe/demo_smollm2.yaml), about 40 minutes on
 # 2 CPU cores: teacher correction, importance, width and depth students, distillation, a from-scratch
-# baseline, evaluation, HF export, $(DEMO_DIR)/report.md. Interrupt it and run it again: it resumes.
+# baseline, SFT + DPO of the width student, held-out and task evaluation, throughput, HF export,
+# $(DEMO_DIR)/report.md. Interrupt it and run it again: it resumes.
 DEMO_DIR ?= runs/demo_smollm2
 DEMO_ARGS ?=
 
