@@ -139,6 +139,7 @@ def run_cleanly(command: str, run: Callable[[], int]) -> int:
         return 2
     finally:
         sys.unraisablehook = unraisable_hook
+        _received.clear()  # handled here: a later command or training loop in this process must not see it
         if previous is not None:
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
