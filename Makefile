@@ -8,8 +8,10 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 MINITRON := $(VENV)/bin/minitron
 PYTEST_ARGS ?=
-# pytest-xdist workers of `make test` (one per core; each test file stays on one worker, its fixtures built once)
-TEST_WORKERS ?= 2
+# pytest-xdist workers of `make test`: 0 runs in one process (the default; ~40 min here). TEST_WORKERS=2 takes
+# ~20 min, but two such runs lost in-process Megatron state between a test's fixture and its body (order
+# dependent; see the notes of issue 13), so it is not the default yet.
+TEST_WORKERS ?= 0
 
 .PHONY: install test test-fast test-heavy test-infra demo assets bench clean
 
