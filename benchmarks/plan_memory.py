@@ -56,7 +56,6 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -198,14 +197,10 @@ def worker(args) -> None:
 # ---- the driver ---------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_case(name: str, args) -> dict:
     """Launch one case's world; returns rank 0's gathered figures."""
+    from minitron.parallel.setup import free_port
+
     case = CASES[name]
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, **({} if args.glibc_default else MALLOC_ENV)}

@@ -37,7 +37,8 @@ class ParallelContext:
         return self.rank == 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (a one-node rendezvous)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -75,7 +76,7 @@ def setup_distributed(tp: int = 1, pp: int = 1, seed: int = 1234) -> ParallelCon
             backend="nccl" if use_gpu else "gloo",
             timeout=datetime.timedelta(minutes=30),
             # a plain one-process run: a private rendezvous that leaves the environment untouched
-            **({} if launched else dict(init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)),
+            **({} if launched else dict(init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)),
         )
     from minitron.parallel import cpu_compat
 
