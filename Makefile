@@ -8,10 +8,9 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 MINITRON := $(VENV)/bin/minitron
 PYTEST_ARGS ?=
-# pytest-xdist workers of `make test`: 0 runs in one process (the default; ~40 min here). TEST_WORKERS=2 takes
-# ~20 min, but two such runs lost in-process Megatron state between a test's fixture and its body (order
-# dependent; see the notes of issue 13), so it is not the default yet.
-TEST_WORKERS ?= 0
+# pytest-xdist workers of `make test` (one per core here: ~20 min; TEST_WORKERS=0 runs in one process, ~40 min).
+# Each test file runs whole in one worker (--dist loadfile), so a file's module fixtures are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: install test test-fast test-heavy test-infra demo assets bench clean
 
@@ -49,7 +48,7 @@ $(VENV)/.installed-infra: $(VENV)/.installed
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,infra]'
 	touch $@
 
-# The demo: the whole recipe on SmolLM2-135M-Instruct (conf/recipe/demo_smollm2.yaml), about 40 minutes on
+# The demo: the whole recipe on SmolLM2-135M-Instruct (conf/recipe/demo_smollm2.yaml), about 33 minutes on
 # 2 CPU cores: teacher correction, importance, width and depth students, distillation, a from-scratch
 # baseline, SFT + DPO of the width student, held-out and task evaluation, throughput, HF export,
 # $(DEMO_DIR)/report.md. Interrupt it and run it again: it resumes.

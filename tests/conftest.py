@@ -35,9 +35,11 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def megatron_world():
-    """A one-process Megatron-Core world (TP=1, PP=1) for in-process tests."""
+    """A one-process Megatron-Core world (TP=1, PP=1) for in-process tests, made sure of for each test: an
+    in-process command run by an earlier test (``run_in_process``, ``run_minitron``) ends with
+    ``teardown_distributed``, which destroys the world; ``setup_distributed`` is cheap when it still exists."""
     from minitron.parallel import setup_distributed
 
     return setup_distributed(1, 1)

@@ -180,32 +180,10 @@ def test_batch_sizes_must_divide():
         MicroBatchIterator(numbered(10), 8, 2, dp_size=2, consumed_samples=6)
 
 
-BLEND_TWICE = """
-import json, sys, torch
-from minitron.data.gpt_datasets import build_gpt_datasets
-from minitron.parallel import setup_distributed
-
-setup_distributed(1, 1)
-blend, cache = json.loads(sys.argv[1]), sys.argv[2]
-first, _, _ = build_gpt_datasets(blend, {seq}, "100,0,0", seed=2, num_samples=(64, 0, 0), cache_dir=cache)
-cached = sorted(p.name for p in __import__("pathlib").Path(cache).iterdir())
-again, _, _ = build_gpt_datasets(blend, {seq}, "100,0,0", seed=2, num_samples=(64, 0, 0), cache_dir=cache)
-print(json.dumps({{"cached": cached, "same": all(torch.equal(first[i]["tokens"], again[i]["tokens"]) for i in range(64))}}))
-"""
-
-
-def test_blend_cache_in_a_distributed_world(prefixes, tmp_path):
-    """A blend's index cache is written in a torch.distributed world and read back to the same samples. In a
-    fresh process of its own: the world is this test's alone, whatever earlier in-process tests left behind."""
-    import subprocess
-    import sys
-
-    from conftest import clean_env
-
+def test_blend_cache_in_a_distributed_world(prefixes, megatron_world, tmp_path):
+    """A blend's index cache is written in a torch.distributed world and read back to the same samples."""
     blend = [(0.5, prefixes["a"]), (0.5, prefixes["b"])]
-    result = subprocess.run([sys.executable, "-c", BLEND_TWICE.format(seq=SEQ), json.dumps(blend), str(tmp_path)],
-                            capture_output=True, text=True, timeout=300, env=clean_env())  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert any(name.endswith("BlendedDataset-train-dataset_index.npy") for name in out["cached"]), out
-    assert out["same"]
+    first, _, _ = build_gpt_datasets(blend, SEQ, "100,0,0", seed=2, num_samples=(64, 0, 0), cache_dir=tmp_path)
+    assert any(path.name.endswith("BlendedDataset-train-dataset_index.npy") for path in tmp_path.iterdir())
+    again, _, _ = build_gpt_datasets(blend, SEQ, "100,0,0", seed=2, num_samples=(64, 0, 0), cache_dir=tmp_path)
+    assert all(torch.equal(first[i]["tokens"], again[i]["tokens"]) for i in range(64))

@@ -65,7 +65,7 @@ def top_two_gap(scores: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(megatron_world):
+def runs():
     """Both backends on every task (per task wall seconds); their recorded requests; the JSON written."""
     if not assets.assets_present(*NEEDED):
         pytest.skip(
@@ -76,7 +76,9 @@ def runs(megatron_world):
     from minitron.eval.megatron_lm import MegatronLM
     from minitron.models.checkpoint import load_model, open_model
     from minitron.models.tokenizer import load_tokenizer
+    from minitron.parallel import setup_distributed
 
+    setup_distributed(1, 1)  # a module-long world (the per-test megatron_world fixture cannot serve a module)
     harness.go_offline()
     model_dir, benchmarks = assets.asset_path("smollm2-135m"), assets.asset_path("benchmarks")
     load_before = os.getloadavg()[0]
