@@ -312,7 +312,7 @@ def test_shipped_recipes_compose_and_plan():
                     assert set(cfg.recipe.budget.args()) <= set(stage.args)
             validate_stages(stages)  # every stage's config composes and passes its schema's checks
         demo = schema.to_object(compose("pipeline")).recipe  # the default recipe is the demo
-    assert demo.name == "demo_smollm2" and demo.budget.tokens == 20 * 8 * 512
+    assert demo.name == "demo_smollm2" and demo.budget.tokens == 14 * 8 * 512
     assert demo.students["width"].from_scratch and os.path.basename(demo.teacher) == "smollm2-135m"
     # the paper's recipe scores every model with the paper's tasks and shots (Table 1)
     with initialize_config_dir(config_dir=schema.CONF_DIR, version_base=None):
