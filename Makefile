@@ -48,7 +48,7 @@ $(VENV)/.installed-infra: $(VENV)/.installed
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,infra]'
 	touch $@
 
-# The demo: the whole recipe on SmolLM2-135M-Instruct (conf/recipe/demo_smollm2.yaml), about 33 minutes on
+# The demo: the whole recipe on SmolLM2-135M-Instruct (conf/recipe/demo_smollm2.yaml), about 29 minutes on
 # 2 CPU cores: teacher correction, importance, width and depth students, distillation, a from-scratch
 # baseline, SFT + DPO of the width student, held-out and task evaluation, throughput, HF export,
 # $(DEMO_DIR)/report.md. Interrupt it and run it again: it resumes.
