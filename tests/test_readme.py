@@ -30,7 +30,7 @@ HEAVY = {
     "minitron prune": "8B-sized targets / default calibration set",
     "students/": "reads a pruned 8B student",
     "runs/distill": "reads the distillation of an 8B student",
-    "recipe=demo_smollm2": "the 45-minute demo (`make demo` runs it)",
+    "recipe=demo_smollm2": "the ~29-minute demo (`make demo` runs it)",
     "runs/sft": "reads the SFT run of an 8B student",
 }
 
